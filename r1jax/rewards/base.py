@@ -1,0 +1,68 @@
+"""The reward interface shared by every recipe, and the registry that names them.
+
+A reward is a pure function
+
+    reward(completion: str, ground_truth: Mapping[str, Any], **context) -> RewardResult
+
+`completion` is the decoded model output (any string: rewards never raise on it).
+`ground_truth` holds the dataset's own fields for the sample (see each recipe's docstring).
+`context` carries what a reward needs beyond text: image sizes before/after `smart_resize`,
+video duration, earlier zoom intervals, the rollout step, injected judges. Unknown context keys
+are ignored so one trainer can pass the same context to every recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardResult:
+  """The score of one completion.
+
+  Attributes:
+    total: the scalar the advantage estimator sees.
+    components: named float parts of the score (format, accuracy, parse status, ...),
+      logged as per-component means. Every recipe documents its keys.
+    info: free-form, non-numeric details (parsed answer, error text); not logged as metrics.
+  """
+
+  total: float
+  components: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class RewardFn(Protocol):
+
+  def __call__(self, completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
+    ...
+
+
+_REGISTRY: dict[str, RewardFn] = {}
+
+
+def register(name: str) -> Callable[[RewardFn], RewardFn]:
+  """Decorator registering a reward function under `name`."""
+
+  def wrap(fn: RewardFn) -> RewardFn:
+    if name in _REGISTRY and _REGISTRY[name] is not fn:
+      raise ValueError(f"reward {name!r} is registered twice")
+    _REGISTRY[name] = fn
+    return fn
+
+  return wrap
+
+
+def get(name: str) -> RewardFn:
+  """Returns the reward registered as `name` (importing all recipe modules first)."""
+  from r1jax import rewards  # noqa: F401  (importing the package registers every recipe)
+
+  if name not in _REGISTRY:
+    raise KeyError(f"unknown reward {name!r}; registered: {sorted(_REGISTRY)}")
+  return _REGISTRY[name]
+
+
+def names() -> list[str]:
+  from r1jax import rewards  # noqa: F401
+
+  return sorted(_REGISTRY)
