@@ -1,0 +1,330 @@
+"""Move judges for the Xiangqi-R1 reward: a UCI/UCCI engine subprocess and the built-in searcher.
+
+A judge answers one question: in this position, which move is best, and how do the best move and
+a given legal move score? Scores are centipawns from the side to move's point of view; forced
+mates map to ±(`xiangqi_board.MATE_SCORE` − distance), so both judges share one scale.
+
+Judges raise `JudgeError` (or anything else) on failure; the reward turns any exception into its
+`judge_failed` component and never lets it escape.
+
+`UciEngineJudge` drives an engine speaking UCI (Pikafish) or UCCI (ElephantEye) over pipes,
+with FEN (`w`/`b` side) and ICCS-style moves (ranks 0–9, as Pikafish writes them). Every query
+has a hard wall-clock `timeout_s`; a hung, crashed or garbled engine is killed, reported as a
+`JudgeError`, and started afresh on the next query. With a `depth` limit and one search thread
+the engine is deterministic; a `movetime_ms` limit is not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import queue
+import shlex
+import subprocess
+import threading
+import time
+import weakref
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from r1jax.rewards import xiangqi_board as xb
+
+
+class JudgeError(RuntimeError):
+  """A judge could not evaluate a move (engine missing, crashed, timed out or unparseable)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MoveEvaluation:
+  """A judge's verdict on one move.
+
+  Attributes:
+    best_move: the judge's best move in ICCS.
+    best_score: centipawns of the best move, side to move's view.
+    move_score: centipawns of the judged move, same view and search limit (equal to best_score
+      when the judged move is the best move).
+    source: which judge produced it (for logs).
+  """
+
+  best_move: str
+  best_score: float
+  move_score: float
+  source: str
+
+
+@runtime_checkable
+class MoveJudge(Protocol):
+  """Anything that can score a legal ICCS `move` in the canonical FEN `fen` (`Board.to_fen()`)."""
+
+  def evaluate_move(self, fen: str, move: str) -> MoveEvaluation:
+    ...
+
+
+def _legal_move(board: xb.Board, move: str, fen: str) -> xb.Move:
+  parsed = xb.iccs_to_move(move)
+  if parsed is None or not board.is_legal(parsed):
+    raise ValueError(f"move {move!r} is not a legal ICCS move in FEN {fen!r}")
+  return parsed
+
+
+class BuiltinJudge:
+  """The pure-Python alpha-beta searcher of `xiangqi_board` as a judge (tests, CPU demos).
+
+  Deterministic. Root searches and move scores are memoised per (FEN, move), so a GRPO group of
+  completions for one position searches the position once.
+
+  Args:
+    depth: full-width plies; 2 takes tens of milliseconds per position, 3 a few tenths of a second.
+    quiescence_depth: capture plies searched past `depth`.
+    max_nodes: node budget per search; beyond it the query fails with JudgeError.
+    cache_size: memoised positions and moves.
+  """
+
+  def __init__(self, depth: int = 2, quiescence_depth: int = 4, max_nodes: int = 200_000,
+               cache_size: int = 4096):
+    if depth < 1:
+      raise ValueError(f"BuiltinJudge depth must be >= 1, got {depth}")
+    self.depth = depth
+    self.quiescence_depth = quiescence_depth
+    self.max_nodes = max_nodes
+    self._root = functools.lru_cache(maxsize=cache_size)(self._search_root)
+    self._move_score = functools.lru_cache(maxsize=cache_size)(self._search_move)
+
+  @property
+  def source(self) -> str:
+    return f"builtin(depth={self.depth}, quiescence={self.quiescence_depth})"
+
+  def _search_root(self, fen: str) -> tuple[str, int]:
+    try:
+      result = xb.search(xb.Board.from_fen(fen), self.depth, self.quiescence_depth, self.max_nodes)
+    except xb.SearchBudgetExceeded as e:
+      raise JudgeError(f"{self.source} on {fen!r}: {e}") from e
+    if result.best_move is None:
+      raise JudgeError(f"no legal move in FEN {fen!r}")
+    return xb.move_to_iccs(result.best_move), result.score
+
+  def _search_move(self, fen: str, move: str) -> int:
+    board = xb.Board.from_fen(fen)
+    try:
+      return xb.score_move(board, _legal_move(board, move, fen), self.depth,
+                           self.quiescence_depth, self.max_nodes)
+    except xb.SearchBudgetExceeded as e:
+      raise JudgeError(f"{self.source} on {fen!r} {move}: {e}") from e
+
+  def evaluate_move(self, fen: str, move: str) -> MoveEvaluation:
+    move = move.lower()
+    best_move, best_score = self._root(fen)
+    move_score = best_score if move == best_move else self._move_score(fen, move)
+    return MoveEvaluation(best_move, float(best_score), float(move_score), self.source)
+
+
+def _parse_score(tokens: list[str]) -> int | None:
+  """Score of a UCI `info` line (`score cp N` / `score mate N`) or UCCI line (`score N`).
+
+  Bounds (`lowerbound`/`upperbound`) and secondary multipv lines are not exact scores: None.
+  """
+  if "score" not in tokens or "lowerbound" in tokens or "upperbound" in tokens:
+    return None
+  if "multipv" in tokens:
+    index = tokens.index("multipv")
+    if index + 1 >= len(tokens) or tokens[index + 1] != "1":
+      return None
+  rest = tokens[tokens.index("score") + 1:]
+  try:
+    if rest[0] == "cp":
+      return int(rest[1])
+    if rest[0] == "mate":
+      # UCI counts mates in moves: mating in N takes 2N - 1 plies, being mated in N takes 2N.
+      moves = int(rest[1])
+      return xb.MATE_SCORE - (2 * moves - 1) if moves > 0 else -xb.MATE_SCORE - 2 * moves
+    return int(rest[0])
+  except (IndexError, ValueError):
+    return None
+
+
+def _kill(process: subprocess.Popen) -> None:
+  if process.poll() is None:
+    process.kill()
+  try:
+    process.wait(timeout=5)
+  except subprocess.TimeoutExpired:
+    pass
+  for stream in (process.stdin, process.stdout):
+    try:
+      stream.close()
+    except OSError:
+      pass
+
+
+class UciEngineJudge:
+  """A UCI or UCCI engine binary as a judge, with a hard timeout per query.
+
+  Evaluation: one root search gives the best move and its score. The judged move is then scored
+    - with `searchmoves` (UCI default): `go <limit> searchmoves <move>` from the same position,
+      the same search with the root restricted to that move; or
+    - by playing it (UCCI, or `use_searchmoves=False`): both the best and the judged move are
+      played and the resulting positions searched; scores are negated back to the mover's view.
+      A move that leaves the opponent without legal moves scores as mate without asking.
+
+  Args:
+    command: the engine command line (a string is split like a shell would).
+    depth: search depth limit (`go depth N`); deterministic with one thread.
+    movetime_ms: time limit (`go movetime N`), UCI only; used when `depth` is None.
+    timeout_s: wall-clock limit for each search query, from sending `go` to `bestmove`.
+    startup_timeout_s: wall-clock limit for the handshake.
+    protocol: "uci" or "ucci".
+    use_searchmoves: score the move with `searchmoves`; defaults to True for UCI, and UCCI has no
+      `searchmoves`.
+    options: `setoption` values sent after the handshake, e.g. {"Threads": 1, "Hash": 16}.
+  """
+
+  def __init__(self, command: str | Sequence[str], *, depth: int | None = 8,
+               movetime_ms: int | None = None, timeout_s: float = 10.0,
+               startup_timeout_s: float = 10.0, protocol: str = "uci",
+               use_searchmoves: bool | None = None, options: Mapping[str, Any] | None = None):
+    if protocol not in ("uci", "ucci"):
+      raise ValueError(f"engine protocol must be 'uci' or 'ucci', got {protocol!r}")
+    if depth is None and movetime_ms is None:
+      raise ValueError("UciEngineJudge needs a search limit: set depth or movetime_ms")
+    if depth is None and protocol == "ucci":
+      raise ValueError("UciEngineJudge with protocol='ucci' supports only a depth limit")
+    if use_searchmoves and protocol == "ucci":
+      raise ValueError("UCCI has no searchmoves; use use_searchmoves=False with protocol='ucci'")
+    if timeout_s <= 0 or startup_timeout_s <= 0:
+      raise ValueError(f"timeouts must be positive, got timeout_s={timeout_s}, "
+                       f"startup_timeout_s={startup_timeout_s}")
+    self.command = shlex.split(command) if isinstance(command, str) else list(command)
+    self.go_limit = f"go depth {depth}" if depth is not None else f"go movetime {movetime_ms}"
+    self.timeout_s = timeout_s
+    self.startup_timeout_s = startup_timeout_s
+    self.protocol = protocol
+    self.use_searchmoves = protocol == "uci" if use_searchmoves is None else use_searchmoves
+    self.options = dict(options or {})
+    self._lock = threading.Lock()
+    self._process: subprocess.Popen | None = None
+    self._lines: queue.Queue[str | None] = queue.Queue()
+    self._finalizer: weakref.finalize | None = None
+
+  @property
+  def source(self) -> str:
+    return f"{self.protocol}:{' '.join(self.command)} ({self.go_limit})"
+
+  # -- process management ------------------------------------------------------------------
+
+  def _start(self) -> None:
+    try:
+      process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    except OSError as e:
+      raise JudgeError(f"cannot start engine {self.command}: {e}") from e
+    self._process = process
+    self._lines = queue.Queue()
+    threading.Thread(target=self._read_lines, args=(process, self._lines), daemon=True).start()
+    self._finalizer = weakref.finalize(self, _kill, process)
+    handshake_ok = "uciok" if self.protocol == "uci" else "ucciok"
+    deadline = time.monotonic() + self.startup_timeout_s
+    self._send(self.protocol)
+    self._read_until(lambda line: line == handshake_ok, deadline, "handshake")
+    for name, value in self.options.items():
+      self._send(f"setoption name {name} value {value}")
+    self._send("isready")
+    self._read_until(lambda line: line == "readyok", deadline, "isready")
+
+  @staticmethod
+  def _read_lines(process: subprocess.Popen, lines: queue.Queue) -> None:
+    try:
+      for line in process.stdout:
+        lines.put(line.strip())
+    except (OSError, ValueError):  # the pipe was closed under us when the engine was killed
+      pass
+    lines.put(None)
+
+  def close(self) -> None:
+    """Stops the engine process (a later query starts a new one)."""
+    if self._finalizer is not None:
+      self._finalizer()
+    self._process, self._finalizer = None, None
+
+  def __enter__(self) -> UciEngineJudge:
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    self.close()
+
+  def _send(self, line: str) -> None:
+    try:
+      self._process.stdin.write(line + "\n")
+      self._process.stdin.flush()
+    except (OSError, ValueError) as e:
+      raise JudgeError(f"engine {self.command} closed its input: {e}") from e
+
+  def _read_until(self, done: Callable[[str], bool], deadline: float, what: str) -> list[str]:
+    """Lines up to and including the first one with `done(line)`; JudgeError on timeout or exit."""
+    seen = []
+    while True:
+      remaining = deadline - time.monotonic()
+      if remaining <= 0:
+        raise JudgeError(f"engine {self.command} timed out waiting for {what}")
+      try:
+        line = self._lines.get(timeout=remaining)
+      except queue.Empty:
+        continue  # the loop re-checks the deadline
+      if line is None:
+        raise JudgeError(f"engine {self.command} exited while waiting for {what}")
+      seen.append(line)
+      if done(line):
+        return seen
+
+  # -- queries -------------------------------------------------------------------------------
+
+  def _search(self, position: str, go: str) -> tuple[str, int]:
+    """(bestmove, score) of one search; the score is the last exact one the engine printed."""
+    while not self._lines.empty():  # stale output of an earlier query
+      if self._lines.get_nowait() is None:
+        raise JudgeError(f"engine {self.command} has exited")
+    self._send(position)
+    self._send(go)
+    deadline = time.monotonic() + self.timeout_s
+    lines = self._read_until(lambda line: line.startswith(("bestmove", "nobestmove")), deadline,
+                             f"bestmove after {go!r} (timeout_s={self.timeout_s})")
+    tokens = lines[-1].split()
+    if tokens[0] == "nobestmove" or len(tokens) < 2 or xb.iccs_to_move(tokens[1]) is None:
+      raise JudgeError(f"engine {self.command} returned no move: {lines[-1]!r}")
+    info_lines = [line.split() for line in lines
+                  if line.startswith("info") and not line.startswith("info string")]
+    scores = [s for s in map(_parse_score, info_lines) if s is not None]
+    if not scores:
+      raise JudgeError(f"engine {self.command} printed no score for {position!r}")
+    return tokens[1].lower(), scores[-1]
+
+  def _played_score(self, board: xb.Board, fen: str, move: str) -> int:
+    """Score of `move` for the mover, by searching the position after it."""
+    after = board.copy()
+    after.make(xb.iccs_to_move(move))
+    if not after.legal_moves():
+      return xb.MATE_SCORE - 1
+    _, score = self._search(f"position fen {fen} moves {move}", self.go_limit)
+    return -score
+
+  def evaluate_move(self, fen: str, move: str) -> MoveEvaluation:
+    board = xb.Board.from_fen(fen)
+    move = move.lower()
+    _legal_move(board, move, fen)
+    fen = board.to_fen()
+    with self._lock:
+      try:
+        if self._process is None or self._process.poll() is not None:
+          self.close()
+          self._start()
+        position = f"position fen {fen}"
+        best_move, best_score = self._search(position, self.go_limit)
+        if xb.iccs_to_move(best_move) not in board.legal_moves():
+          raise JudgeError(f"engine {self.command} proposed illegal move {best_move!r} in {fen!r}")
+        if self.use_searchmoves:
+          move_score = best_score if move == best_move else self._search(
+              position, f"{self.go_limit} searchmoves {move}")[1]
+        else:
+          best_score = self._played_score(board, fen, best_move)
+          move_score = best_score if move == best_move else self._played_score(board, fen, move)
+      except BaseException:
+        self.close()  # the engine's state is unknown: never reuse it
+        raise
+    return MoveEvaluation(best_move, float(best_score), float(move_score), self.source)
