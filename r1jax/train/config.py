@@ -1,0 +1,140 @@
+"""The trainer's config sections, their defaults, and validation (unknown keys are errors).
+
+A recipe's `get_config(arg)` starts from `default_config()` and sets what differs. Every key
+below is documented where it is defined; README's config reference is generated from here.
+`stages` lets one command run several stages in order (e.g. SFT then GRPO): each stage is a
+ConfigDict of overrides applied on top of the base config, runs in `<workdir>/<stage name>`, and
+starts from the previous stage's final checkpoint.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+def default_config() -> ConfigDict:
+  c = ConfigDict()
+  c.seed = 0
+  c.stage = "grpo"  # "grpo" (sample -> reward -> advantage -> update) or "sft" (teacher-forced CE)
+  c.init_from = ""  # an HF folder, or an r1jax `checkpoints` folder; "" = random init from `model`
+  c.tokenizer = ""  # local tokenizer folder; "" = init_from when it is an HF folder
+  c.stages = ConfigDict()  # name -> overrides, run in insertion order (see module docstring)
+
+  c.model = ConfigDict()
+  c.model.preset = ""  # r1jax.models.PRESETS name, used for random init when init_from is ""
+  c.model.hf_config = ConfigDict()  # or an HF config.json dict for random init (tiny from-scratch models)
+  c.model.dtype = "float32"  # computation dtype
+  c.model.param_dtype = "float32"
+  c.model.scan_layers = False
+  c.model.remat = "none"  # "none" | "full" | "dots_saveable"
+
+  c.mesh = ConfigDict()
+  c.mesh.shape = ConfigDict(dict(data=1, fsdp=-1, tensor=1, sequence=1))  # -1: all remaining devices
+  c.mesh.rules = ()  # extra (logical axis, mesh axes) pairs overriding the defaults
+
+  c.sampling = ConfigDict()
+  c.sampling.num_samples = 8  # G, completions per prompt
+  c.sampling.temperature = 1.0
+  c.sampling.top_p = 1.0
+  c.sampling.top_k = 0  # 0 = off
+  c.sampling.max_new_tokens = 256
+  c.sampling.stop_token_ids = ()  # besides the model's EOS ids
+
+  c.rl = ConfigDict()
+  c.rl.advantage = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp
+  c.rl.policy_loss = "ppo_clip"  # ppo_clip | gspo
+  c.rl.epsilon_low = 0.2
+  c.rl.epsilon_high = 0.2  # > epsilon_low: DAPO clip-higher
+  c.rl.clip_ratio_c = 3.0  # dual-clip bound for negative advantages; 0 = off
+  c.rl.loss_agg_mode = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
+  c.rl.beta = 0.0  # KL coefficient; 0 = no reference model is kept or run
+  c.rl.kl_estimator = "low_var_kl"  # kl (k1) | mse_kl (k2) | low_var_kl (k3)
+  c.rl.entropy_coeff = 0.0
+  c.rl.tis_mode = ""  # "" | "token" | "sequence": truncated importance sampling vs the sampler
+  c.rl.tis_cap = 2.0
+  c.rl.num_iterations = 1  # mu: passes over each rollout batch
+  c.rl.mini_batches = 1  # optimizer updates per pass
+  c.rl.dynamic_sampling = False  # DAPO: keep only groups with reward variance, resample to fill
+  c.rl.max_sampling_rounds = 4  # cap on sampling rounds per step with dynamic sampling
+  c.rl.overlong_buffer = 0  # DAPO soft overlong punishment window in tokens; 0 = off
+  c.rl.overlong_penalty = 1.0
+
+  c.reward = ConfigDict()
+  c.reward.name = ""  # r1jax.rewards registry name
+  c.reward.timeout_s = 10.0  # per sample; a timeout scores 0 and is counted
+  c.reward.num_workers = 4
+
+  c.optim = ConfigDict()
+  c.optim.learning_rate = 1e-6
+  c.optim.schedule = "constant"  # constant | cosine (both after linear warmup)
+  c.optim.warmup_steps = 0
+  c.optim.end_lr_ratio = 0.0  # cosine floor as a fraction of learning_rate
+  c.optim.weight_decay = 0.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.max_grad_norm = 1.0  # 0 = no clipping
+  c.optim.freeze = ()  # regexes over "/"-joined param paths, e.g. ("visual/.*",)
+  c.optim.micro_batches = 1  # gradient accumulation within each update
+
+  c.train = ConfigDict()
+  c.train.steps = 100
+  c.train.log_every = 1
+  c.train.checkpoint_every = 50
+  c.train.keep_checkpoints = 2
+  c.train.async_checkpoints = True
+  c.train.max_nonfinite_steps = 5  # abort after this many consecutive skipped (non-finite) updates
+  c.train.export_hf = True  # write <workdir>/hf (transformers layout) at the end
+  c.train.eval_every = 0  # 0 = only at the end (when the recipe defines evaluation)
+  c.train.progress_bar = True
+
+  c.data = ConfigDict()  # owned by data_pipelines (validated there)
+  c.eval = ConfigDict()  # recipe-defined evaluation options (validated by the recipe's evaluator)
+  return c
+
+
+_FREE_FORM = {("model", "hf_config"), ("data",), ("eval",), ("stages",), ("mesh", "rules")}
+
+
+def validate(config: ConfigDict, reference: ConfigDict | None = None, path: tuple[str, ...] = ()) -> None:
+  """Raises ValueError naming the first key of `config` that `default_config()` lacks."""
+  reference = default_config() if reference is None else reference
+  for key in config.keys():
+    full = path + (key,)
+    if key not in reference:
+      close = difflib.get_close_matches(key, list(reference.keys()), n=1)
+      hint = f"; did you mean {'.'.join(path + (close[0],))!r}?" if close else ""
+      raise ValueError(f"unknown config key {'.'.join(full)!r}{hint}")
+    if full in _FREE_FORM:
+      continue
+    if isinstance(reference[key], ConfigDict):
+      if not isinstance(config[key], (ConfigDict, dict)):
+        raise ValueError(f"config key {'.'.join(full)!r} must be a section, got {config[key]!r}")
+      validate(ConfigDict(config[key]) if isinstance(config[key], dict) else config[key], reference[key], full)
+  for name, overrides in config.get("stages", {}).items():
+    validate(overrides, reference, ("stages", name))
+
+
+def stage_configs(config: ConfigDict) -> list[tuple[str, ConfigDict]]:
+  """[(stage name, full config)]: the base config with each stage's overrides applied."""
+  if not config.stages:
+    return [(config.stage, config)]
+  result = []
+  for name, overrides in config.stages.items():
+    stage = ConfigDict(config.to_dict())
+    stage.stages = ConfigDict()
+    _merge(stage, overrides)
+    result.append((name, stage))
+  return result
+
+
+def _merge(target: ConfigDict, overrides: Any) -> None:
+  for key, value in overrides.items():
+    if isinstance(value, (ConfigDict, dict)) and isinstance(target.get(key), ConfigDict) and value:
+      _merge(target[key], value)
+    else:
+      target[key] = value

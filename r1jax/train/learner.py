@@ -1,0 +1,136 @@
+"""Jitted learner functions: completion log-probs, GRPO / SFT gradients, and the guarded update.
+
+Gradients are of the loss *sum* of each micro-batch; `apply_update` divides the accumulated sum
+by the accumulated count, so gradient accumulation equals the full-batch gradient exactly
+(`r1jax.rl.aggregation`). A step whose loss or gradient is non-finite leaves the state untouched
+and reports `skipped`.
+
+Batches are dicts of arrays. A sequence batch holds
+    input_ids [batch, length] int32, attention_mask [batch, length], positions [batch, length]
+    (or [3, batch, length] for M-RoPE), and for Qwen2.5-VL the vision inputs the model takes;
+GRPO adds completion_mask [batch, completion_len] (the last completion_len tokens of every row
+are the completion), advantages [batch], sampler_logprobs [batch, completion_len] and
+optionally old_logprobs / ref_logprobs; SFT adds loss_mask [batch, length] (1 on target tokens).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from r1jax import rl
+from r1jax.models.llm import CausalLM
+
+Batch = dict[str, Any]
+VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "image_embeds",
+               "video_embeds", "vision_aux")
+_SEQUENCE_KEYS = ("input_ids", "attention_mask", "positions") + VISION_KEYS
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # raw key data (uint32), so orbax can save it
+
+
+def create_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(rng))
+
+
+def hidden_states(model, params, batch: Batch) -> jax.Array:
+  """Final-normed hidden states [batch, length, embed] of the sequences in `batch`."""
+  kwargs = {k: batch[k] for k in _SEQUENCE_KEYS[3:] if k in batch}
+  hidden, _ = model.apply(params, batch["input_ids"], positions=batch["positions"],
+                          attention_mask=batch["attention_mask"].astype(bool), return_hidden=True, **kwargs)
+  return hidden
+
+
+def logits_from_hidden(model, params, hidden: jax.Array) -> jax.Array:
+  """fp32 logits [batch, length, vocab] through the (possibly tied) output head."""
+  if isinstance(model, CausalLM):
+    return model.apply(params, hidden, method=CausalLM.logits)
+  return model.apply(params, hidden, method=type(model).logits)
+
+
+def completion_logits(model, params, batch: Batch) -> jax.Array:
+  """Logits [batch, completion_len, vocab] predicting the completion tokens (the last C of each row)."""
+  completion_len = batch["completion_mask"].shape[1]
+  hidden = hidden_states(model, params, batch)
+  length = hidden.shape[1]
+  return logits_from_hidden(model, params, hidden[:, length - completion_len - 1:length - 1])
+
+
+def completion_targets(batch: Batch) -> jax.Array:
+  return batch["input_ids"][:, -batch["completion_mask"].shape[1]:]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "temperature"))
+def completion_logprobs(model, params, batch: Batch, temperature: float) -> jax.Array:
+  """[batch, completion_len] log-probs of the completion under the temperature-scaled policy."""
+  return rl.token_logprobs(completion_logits(model, params, batch), completion_targets(batch), temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "loss_config", "temperature"))
+def grpo_grads(model, loss_config: rl.PolicyLossConfig, temperature: float, params, batch: Batch):
+  """(grads of loss_sum, loss_sum, count, metrics) for one micro-batch."""
+
+  def loss_fn(p):
+    logits = completion_logits(model, p, batch)
+    logprobs = rl.token_logprobs(logits, completion_targets(batch), temperature)
+    # Entropy is always logged; it carries gradient only when it is part of the loss.
+    entropy = rl.token_entropy(logits if loss_config.entropy_coeff else jax.lax.stop_gradient(logits), temperature)
+    loss_sum, count, metrics = rl.grpo_loss(
+        loss_config, logprobs, batch.get("old_logprobs"), batch.get("ref_logprobs"), batch["advantages"],
+        batch["completion_mask"], sampler_logprobs=batch.get("sampler_logprobs"), entropy=entropy)
+    return loss_sum, (count, metrics)
+
+  (loss_sum, (count, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return grads, loss_sum, count, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def sft_grads(model, params, batch: Batch):
+  """Teacher-forced cross-entropy on `loss_mask` tokens: (grads of the sum, sum, count, metrics)."""
+
+  def loss_fn(p):
+    logits = logits_from_hidden(model, p, hidden_states(model, p, batch)[:, :-1])
+    targets, mask = batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].astype(jnp.float32)
+    logprobs = rl.token_logprobs(logits, targets)
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    count = mask.sum()
+    metrics = {"sft/nll": (-(logprobs * mask).sum(), count), "sft/token_accuracy": ((correct * mask).sum(), count)}
+    return -(logprobs * mask).sum(), (count, metrics)
+
+  (loss_sum, (count, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return grads, loss_sum, count, metrics
+
+
+def add_trees(a, b):
+  return b if a is None else jax.tree_util.tree_map(jnp.add, a, b)
+
+
+@functools.partial(jax.jit, static_argnames=("tx",), donate_argnums=(1,))
+def apply_update(tx: optax.GradientTransformation, state: TrainState, grads_sum, loss_sum, count):
+  """Update with grads_sum / count, unless the loss or gradient is non-finite (then the params and
+  optimizer state stay as they are; `step` counts loop steps and advances either way).
+
+  Returns (state, stats) with stats = {"loss", "grad_norm", "skipped"}.
+  """
+  scale = 1.0 / jnp.maximum(count, 1.0)
+  grads = jax.tree_util.tree_map(lambda g: g * scale, grads_sum)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
+  safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
+  updates, new_opt_state = tx.update(safe_grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = state.replace(step=state.step + 1, params=pick(new_params, state.params),
+                            opt_state=pick(new_opt_state, state.opt_state))
+  return new_state, {"loss": loss_sum * scale, "grad_norm": grad_norm, "skipped": ~finite}

@@ -1,0 +1,337 @@
+"""The training loop behind `experiments/run.py`: stages, resume, GRPO and SFT steps, export.
+
+A GRPO step:  draw prompts -> sample G per prompt -> rewards (host pool) -> advantages
+              -> `rl.num_iterations` passes of `rl.mini_batches` updates -> metrics -> checkpoint.
+An SFT step:  draw a batch -> teacher-forced cross-entropy update -> metrics -> checkpoint.
+
+Each stage runs in `<workdir>/<stage>` (or `<workdir>` for a single-stage config) and resumes
+from its latest complete checkpoint when re-run with the same workdir; a finished stage is
+skipped. The data pipeline comes in through `DataHooks`, so `r1jax` never imports
+`data_pipelines` (experiments/run.py wires them together).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from r1jax import checkpoint, rewards, rl, sharding
+from r1jax import models
+from r1jax.tokenization import load_tokenizer
+from r1jax.train import config as config_lib
+from r1jax.train import learner, optim, rows
+from r1jax.train.rollout import collect_rollout
+from r1jax.train.sequences import SequenceBuilder
+from r1jax.train.writer import MetricWriter, plot_curves, read_metrics
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class DataHooks:
+  """What the loop needs from the data side, built by experiments/run.py.
+
+  Attributes:
+    prompt_iterator: (stage config, tokenizer) -> checkpointable iterator of prompt batches (GRPO).
+    sft_iterator: (stage config, tokenizer) -> checkpointable iterator of SFT batches.
+    evaluate: optional (stage config, model, params, tokenizer, stage_dir) -> {metric: value},
+      called at the end of a stage (and every `train.eval_every` steps).
+  """
+
+  prompt_iterator: Callable[[Any, Any], Iterator] | None = None
+  sft_iterator: Callable[[Any, Any], Iterator] | None = None
+  evaluate: Callable[..., dict[str, float]] | None = None
+
+
+class NonFiniteError(RuntimeError):
+  pass
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, hooks: DataHooks) -> dict[str, dict[str, float]]:
+  """Runs every stage of `config` in order; returns {stage: final metrics}."""
+  config_lib.validate(config)
+  stages = config_lib.stage_configs(config)
+  results, previous_export = {}, None
+  for index, (name, stage_config) in enumerate(stages):
+    stage_dir = workdir if len(stages) == 1 else os.path.join(workdir, name)
+    if index > 0 and not stage_config.init_from:
+      stage_config.init_from = previous_export  # chain: start from the previous stage's export
+    results[name] = run_stage(name, stage_config, stage_dir, hooks)
+    previous_export = os.path.join(stage_dir, "hf")
+  return results
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def build_policy(config, mesh, rules) -> tuple[Any, Any, Any]:
+  """(model, params, tokenizer) from `init_from` (HF folder or r1jax checkpoints) or random init."""
+  runtime = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
+                 scan_layers=config.model.scan_layers, remat=config.model.remat)
+  init_from = config.init_from
+  if init_from and not checkpoint.is_checkpoint_dir(init_from):
+    model, params = models.load_pretrained(init_from, dtype=jnp.dtype(config.model.param_dtype), mesh=mesh,
+                                           compute_dtype=jnp.dtype(config.model.dtype),
+                                           scan_layers=config.model.scan_layers, remat=config.model.remat,
+                                           rules=rules)
+  else:
+    if config.model.preset:
+      model_config = models.preset(config.model.preset, **runtime)
+    elif config.model.hf_config:
+      model_config = models.config_from_hf(config.model.hf_config.to_dict(), **runtime)
+    else:
+      raise ValueError("set config.init_from (an HF folder or r1jax checkpoints) or config.model.preset / "
+                       "config.model.hf_config for a random init")
+    model = models.build_model(model_config)
+    params = sharding.init_sharded(model, jax.random.PRNGKey(config.seed), mesh, rules)
+    if init_from:
+      params = checkpoint.restore_params(init_from, params)
+  tokenizer_path = config.tokenizer or (init_from if init_from and not checkpoint.is_checkpoint_dir(init_from)
+                                        else "")
+  if not tokenizer_path:
+    raise ValueError("config.tokenizer is empty and config.init_from is not an HF folder holding a tokenizer")
+  return model, params, load_tokenizer(tokenizer_path)
+
+
+def loss_config(config) -> rl.PolicyLossConfig:
+  r = config.rl
+  return rl.PolicyLossConfig(policy_loss=r.policy_loss, epsilon_low=r.epsilon_low, epsilon_high=r.epsilon_high,
+                             clip_ratio_c=r.clip_ratio_c or None, loss_agg_mode=r.loss_agg_mode, beta=r.beta,
+                             kl_estimator=r.kl_estimator, tis_mode=r.tis_mode or None, tis_cap=r.tis_cap,
+                             entropy_coeff=r.entropy_coeff)
+
+
+# --------------------------------------------------------------------------- one stage
+
+
+def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, float]:
+  os.makedirs(stage_dir, exist_ok=True)
+  done_marker = os.path.join(stage_dir, "DONE.json")
+  if os.path.isfile(done_marker):
+    _log.info("stage %s already finished in %s; skipping", name, stage_dir)
+    with open(done_marker, encoding="utf-8") as f:
+      return json.load(f)
+  if jax.process_index() == 0:
+    with open(os.path.join(stage_dir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.logical_rules(dict(config.mesh.rules) if config.mesh.rules else None)
+  with sharding.use_mesh(mesh, rules):
+    model, params, tokenizer = build_policy(config, mesh, rules)
+    total_steps = config.train.steps
+    tx = optim.make_optimizer(config.optim, params, total_steps)
+    state = jax.jit(lambda p: learner.create_state(p, tx, jax.random.PRNGKey(config.seed)))(params)
+    del params
+    ckpt = checkpoint.Checkpointer(os.path.join(stage_dir, "checkpoints"), save_every=config.train.checkpoint_every,
+                                   keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoints)
+    if config.stage == "grpo":
+      data = hooks.prompt_iterator(config, tokenizer)
+    elif config.stage == "sft":
+      data = hooks.sft_iterator(config, tokenizer)
+    else:
+      raise ValueError(f"config.stage={config.stage!r} must be 'grpo' or 'sft'")
+    counters = {"nonfinite_streak": 0, "skipped_updates": 0}
+    if ckpt.latest_step() is not None:
+      state, extra = ckpt.restore(state)
+      data.set_state(extra["data"][jax.process_index()])
+      counters = extra["counters"]
+      _log.info("resumed stage %s at step %d from %s", name, int(state.step), ckpt.directory)
+
+    writer = MetricWriter(stage_dir, total_steps=total_steps, initial_step=int(state.step),
+                          progress_bar=config.train.progress_bar, name=name)
+    updater = _Updater(config, model, mesh, rules, tx)
+    step_fn = _GrpoStep(config, model, tokenizer, state, updater) if config.stage == "grpo" else \
+        _SftStep(model, updater)
+    try:
+      while int(state.step) < total_steps:
+        started = time.perf_counter()
+        step = int(state.step)
+        state, metrics = step_fn(state, data, jax.random.fold_in(jax.random.wrap_key_data(state.rng), step))
+        _count_nonfinite(metrics, counters, config.train.max_nonfinite_steps)
+        metrics["perf/step_s"] = time.perf_counter() - started
+        metrics["perf/steps_per_s"] = 1.0 / metrics["perf/step_s"]
+        metrics["train/skipped_updates"] = counters["skipped_updates"]
+        new_step = int(state.step)
+        if config.train.eval_every and hooks.evaluate and new_step % config.train.eval_every == 0 \
+            and new_step < total_steps:
+          metrics.update(_prefixed("eval", hooks.evaluate(config, model, state.params, tokenizer, stage_dir)))
+        if new_step % config.train.log_every == 0 or new_step == total_steps:
+          writer.write(new_step, metrics)
+        ckpt.save(new_step, state, _extra(data, counters), force=new_step == total_steps)
+      ckpt.wait()
+      final = {}
+      if hooks.evaluate:
+        final = _prefixed("eval", hooks.evaluate(config, model, state.params, tokenizer, stage_dir))
+        writer.write(int(state.step), final)
+    finally:
+      writer.close()
+      ckpt.close()
+      if hasattr(data, "close"):
+        data.close()
+    if config.train.export_hf:
+      export = os.path.join(stage_dir, "hf")
+      models.save_pretrained(model, state.params, export)
+      if jax.process_index() == 0:
+        tokenizer.save_pretrained(export)
+    plot_curves(read_metrics(stage_dir), os.path.join(stage_dir, "curves.png"),
+                keys=("reward/mean", "sft/nll", "kl", "response_length/mean"), title=name)
+    if jax.process_index() == 0:
+      with open(done_marker, "w", encoding="utf-8") as f:
+        json.dump(final, f, indent=2)
+  return final
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+  return {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
+
+
+def _extra(data, counters) -> dict[str, Any]:
+  """JSON saved with the state: every host's data-iterator state, and the loop's counters."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  local = json.dumps(data.get_state())
+  states = [local] if jax.process_count() == 1 else multihost_utils.process_allgather_object(local)  # type: ignore
+  return {"data": [json.loads(s) for s in states], "counters": dict(counters)}
+
+
+def _count_nonfinite(metrics: dict[str, float], counters: dict[str, int], limit: int) -> None:
+  skipped = int(metrics.pop("_skipped_updates", 0))
+  counters["skipped_updates"] += skipped
+  counters["nonfinite_streak"] = counters["nonfinite_streak"] + 1 if skipped else 0
+  if counters["nonfinite_streak"] >= limit:
+    raise NonFiniteError(f"{counters['nonfinite_streak']} consecutive steps had a non-finite loss or gradient "
+                         f"(config.train.max_nonfinite_steps={limit}); aborting. Lower optim.learning_rate, check "
+                         "the data, or use float32 (config.model.dtype).")
+
+
+# --------------------------------------------------------------------------- step functions
+
+
+class _Updater:
+  """Accumulates micro-batch gradients and applies guarded updates."""
+
+  def __init__(self, config, model, mesh, rules, tx):
+    self.config, self.model, self.mesh, self.rules, self.tx = config, model, mesh, rules, tx
+
+  def device_batch(self, batch: dict[str, Any]) -> dict[str, jax.Array]:
+    arrays = {k: v for k, v in batch.items() if isinstance(v, np.ndarray) and k not in _HOST_ONLY}
+    axes = {k: (1 if k == "positions" and v.ndim == 3 else 0 if k in _PER_ROW else None) for k, v in arrays.items()}
+    return sharding.shard_batch(arrays, self.mesh, self.rules, batch_axis=axes)
+
+  def update(self, state, batch: dict[str, Any], grad_fn) -> tuple[Any, dict[str, float], int]:
+    """One optimizer update over `batch`, split into `optim.micro_batches` micro-batches."""
+    micro = self.config.optim.micro_batches
+    n = rows.num_rows(batch)
+    if n % micro:
+      raise ValueError(f"{n} rows do not split into config.optim.micro_batches={micro}")
+    grads = loss_sum = count = metrics = None
+    for i in range(micro):
+      part = rows.take_rows(batch, np.arange(i * n // micro, (i + 1) * n // micro))
+      g, l, c, m = grad_fn(state.params, self.device_batch(part))
+      grads, metrics = learner.add_trees(grads, g), (m if metrics is None else rl.accumulate_metrics(metrics, m))
+      loss_sum = l if loss_sum is None else loss_sum + l
+      count = c if count is None else count + c
+    state, stats = learner.apply_update(self.tx, state, grads, loss_sum, count)
+    out = {k: float(v) for k, v in rl.finalize_metrics(metrics).items()}
+    out.update({"loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"])})
+    return state, out, int(stats["skipped"])
+
+
+_PER_ROW = ("input_ids", "attention_mask", "positions", "completion_mask", "advantages", "old_logprobs",
+            "ref_logprobs", "sampler_logprobs", "loss_mask")
+_HOST_ONLY = ("completion_ids", "prompt_lengths", "sequence_lengths", "image_counts", "video_counts")
+
+
+class _SftStep:
+
+  def __init__(self, model, updater: _Updater):
+    self.model, self.updater = model, updater
+    self.builder = SequenceBuilder(model)
+
+  def __call__(self, state, data, rng):
+    del rng  # teacher forcing draws nothing
+    batch = self.builder.with_positions(next(data))
+    state, metrics, skipped = self.updater.update(state, _learner_fields(batch),
+                                                  lambda p, b: learner.sft_grads(self.model, p, b))
+    metrics["_skipped_updates"] = skipped
+    metrics.update({f"data/{k}": float(v) for k, v in batch.get("data_stats", {}).items()})
+    return state, metrics
+
+
+def _learner_fields(batch: dict[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in batch.items() if isinstance(v, np.ndarray)}
+
+
+class _GrpoStep:
+
+  def __init__(self, config, model, tokenizer, state, updater: _Updater):
+    from r1jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
+    self.config, self.model, self.tokenizer, self.updater = config, model, tokenizer, updater
+    self.loss_config = loss_config(config)
+    self.builder = SequenceBuilder(model)
+    self.reward_fn = rewards.get(config.reward.name)
+    self.ref_params = state.params if config.rl.beta > 0 else None  # the initial policy, frozen
+    self.sampler = Sampler(model, tokenizer=tokenizer, max_new_tokens=config.sampling.max_new_tokens,
+                           stop_token_ids=tuple(config.sampling.stop_token_ids), mesh=updater.mesh,
+                           rules=updater.rules)
+    self.groups_per_step = config.data.batch_size // jax.process_count()
+
+  def _sample(self, params):
+    s = self.config.sampling
+
+    def sample(prompts, key):
+      output = self.sampler(params, prompts, num_samples=s.num_samples, rng=key, temperature=s.temperature,
+                            top_p=s.top_p, top_k=s.top_k)
+      batch = self.builder.learner_batch(prompts, output, s.num_samples)
+      return batch, {"rollout/truncated_frac": float(np.mean(output.truncated))}
+
+    return sample
+
+  def _decode(self, completion_ids: np.ndarray) -> list[str]:
+    return self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+
+  def __call__(self, state, data, rng):
+    rollout = collect_rollout(sample=self._sample(state.params), prompt_batches=data, reward_fn=self.reward_fn,
+                              decode=self._decode, rl_config=self.config.rl, sampling_config=self.config.sampling,
+                              reward_config=self.config.reward, rng=rng, groups_wanted=self.groups_per_step,
+                              pad_id=self.builder.pad_id)
+    batch = _learner_fields(rollout.batch)
+    temperature = float(self.config.sampling.temperature)
+    started = time.perf_counter()
+    multi_update = self.config.rl.num_iterations > 1 or self.config.rl.mini_batches > 1
+    if multi_update:  # ratios against the policy that sampled, recomputed by the learner
+      batch["old_logprobs"] = np.asarray(learner.completion_logprobs(
+          self.model, state.params, self.updater.device_batch(batch), temperature))
+    if self.ref_params is not None:
+      batch["ref_logprobs"] = np.asarray(learner.completion_logprobs(
+          self.model, self.ref_params, self.updater.device_batch(batch), temperature))
+    grad_fn = lambda p, b: learner.grpo_grads(self.model, self.loss_config, temperature, p, b)
+    n = rows.num_rows(batch)
+    group = self.config.sampling.num_samples
+    mini = self.config.rl.mini_batches
+    if (n // group) % mini:
+      raise ValueError(f"{n // group} groups per step do not split into config.rl.mini_batches={mini}")
+    metrics, skipped, updates = {}, 0, 0
+    for _ in range(self.config.rl.num_iterations):
+      for m in range(mini):
+        part = rows.take_rows(batch, np.arange(m * n // mini, (m + 1) * n // mini))
+        inner_state, step_metrics, was_skipped = self.updater.update(state, part, grad_fn)
+        # Only the last update of the step advances the loop step counter.
+        state = inner_state.replace(step=state.step)
+        skipped += was_skipped
+        updates += 1
+        for k, v in step_metrics.items():
+          metrics[k] = metrics.get(k, 0.0) + v / (self.config.rl.num_iterations * mini)
+    state = state.replace(step=state.step + 1)
+    metrics.update(rollout.metrics)
+    metrics["perf/learn_s"] = time.perf_counter() - started
+    metrics["_skipped_updates"] = int(skipped == updates)
+    return state, metrics
