@@ -270,4 +270,5 @@ class XiangqiReward:
       components["analysis"] = sum(checks) / len(checks)
 
 
-xiangqi_r1 = register("xiangqi_r1")(XiangqiReward())
+# Registered under the module name, like every recipe; "xiangqi_r1" is kept as an alias.
+xiangqi_r1 = register("xiangqi_r1")(register("xiangqi")(XiangqiReward()))

@@ -1,0 +1,186 @@
+"""Embodied-R1 reward: spatial QA and pointing (reference points, free space, visual traces,
+region pointing).
+
+Source: "Embodied-R1: Reinforced Embodied Reasoning for General Robotic Manipulation" (2025) and
+its public `verl/utils/reward_score/embodiedr1.py`.
+
+Ground truth keys:
+  answer: `<type>TYPE</type>` followed by the task's ground truth:
+    general_qa, spatial_qa         answer text (graded by `grading.grade_answer`)
+    point_ref                      JSON list of reference points `[[x, y], ...]`
+    fsd_free_point (free_point)    JSON `{"bbox": [x1, y1, x2, y2], "free_points": [[x, y] x 8]}`
+    fsd_visual_trace (visual_trace) JSON `{"trajectory": [[x, y], ...]}`
+    point_rec, grounding_rec       JSON `{"segmentation": [[x, y], ...]}` (a polygon)
+  The short names in brackets are accepted too.
+Context keys (all optional):
+  width, height: original image size. When given (here or in the ground truth), predicted points
+    are mapped from resized-input pixels to original pixels with `smart_resize`; without them
+    points are compared as given, like the source.
+  resized_height, resized_width: the model-input size, when the processor passes it.
+  min_pixels, max_pixels: otherwise the resized size is `smart_resize` with these limits
+    (defaults: `r1jax.processing.smart_resize`'s, 56*56 and 28*28*1280).
+
+Completion: `<think>…</think><answer>…<point>[[x, y], ...]</point>…</answer>`.
+
+Formula (total in [0, 1]); fmt = think/answer fullmatch, pfmt = a `<point>…</point>` is present;
+the point terms read the first `<point>` block (a JSON list of [x, y]) and are 0 if it does not
+parse or is empty:
+  general_qa / spatial_qa: 0.1 fmt + 0.9 acc.
+  point_ref:     0.1 fmt + 0.1 pfmt + 0.8 dist,
+                 dist = mean over predicted points of Ramp(distance to nearest GT point, 10, 50).
+  free_point:    0.1 fmt + 0.1 pfmt + 0.6 (fraction of predicted points inside bbox) + 0.2 dist
+                 (dist as above against the free points).
+  visual_trace:  0.1 fmt + 0.1 pfmt + 0.1 [n = 8] + 0.3 Ramp(discrete Fréchet, 10, 100)
+                 + 0.4 Ramp(RMSE after linear resampling to equal length, 5, 50);
+                 the last three terms are 0 unless exactly 8 points are predicted.
+  point_rec / grounding_rec: 0.1 fmt + 0.1 pfmt + 0.8 (fraction of predicted points inside the
+                 polygon).
+
+Choices:
+  * dist is the mean of per-point ramps, as the r1jax spec states. The public code ramps the mean
+    distance instead (Ramp(mean_i min_j d_ij, 10, 50)); the two agree when all predicted points
+    sit on the same side of the ramp's flat parts.
+  * RMSE resampling: both trajectories are interpolated at max(n_pred, n_gt) evenly spaced
+    fractional indices (`geometry.resample_polyline`), RMSE = sqrt(mean squared point distance),
+    as the public code does.
+  * Points on a polygon's border count as inside (the public code's ray casting leaves it
+    to floating point).
+  * "An empty point list scores 0" applies to the point terms; fmt and pfmt still count.
+  * QA accuracy reads the `<answer>` content, or the whole completion if there is none (as the
+    public code does).
+  * A ground truth without a `<type>` tag, with an unknown type or with malformed JSON scores 0
+    in every term that needs it, reported in info["gt_error"].
+
+Components: format, point_format, accuracy (the task's accuracy terms combined, in [0, 1]),
+parse (1 if the point list parsed; for QA, if an `<answer>` block was found), plus per task:
+dist, in_box, n_ok, frechet, rmse, in_polygon.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from r1jax.rewards import geometry, grading, parsing
+from r1jax.rewards.base import RewardResult, register
+
+TRACE_POINTS = 8
+# smart_resize's own defaults: the public code does not resize coordinates, so r1jax's processor
+# defaults apply when a size is given.
+DEFAULT_MIN_PIXELS = 56 * 56
+DEFAULT_MAX_PIXELS = 28 * 28 * 1280
+_TYPE_ALIASES = {
+    "general_qa": "qa", "spatial_qa": "qa", "point_ref": "point_ref",
+    "fsd_free_point": "free_point", "free_point": "free_point",
+    "fsd_visual_trace": "visual_trace", "visual_trace": "visual_trace",
+    "point_rec": "region", "grounding_rec": "region",
+}
+_TYPE_TAG = re.compile(r"<type>(.*?)</type>", re.DOTALL)
+
+
+def parse_ground_truth(answer: Any) -> tuple[str | None, str]:
+  """`<type>TYPE</type>REST` -> (TYPE, stripped REST); (None, "") without a type tag."""
+  if not isinstance(answer, str):
+    return None, ""
+  match = _TYPE_TAG.search(answer)
+  if not match:
+    return None, ""
+  return match.group(1).strip(), answer[match.end():].strip()
+
+
+def mean_nearest_ramp(pred: list[tuple[float, float]], targets: list[tuple[float, float]],
+                      lo: float = 10.0, hi: float = 50.0) -> float:
+  """Mean over predicted points of Ramp(distance to the nearest target, lo, hi)."""
+  if not pred or not targets:
+    return 0.0
+  with np.errstate(over="ignore", invalid="ignore"):
+    distances = np.linalg.norm(np.asarray(pred)[:, None, :] - np.asarray(targets)[None, :, :], axis=-1)
+  return float(np.mean([geometry.ramp(d, lo, hi) for d in distances.min(axis=1)]))
+
+
+def trajectory_rmse(pred: list[tuple[float, float]], truth: list[tuple[float, float]]) -> float:
+  """RMSE between two polylines resampled to max(len) points (inf if either is empty)."""
+  if not pred or not truth:
+    return math.inf
+  n = max(len(pred), len(truth))
+  with np.errstate(over="ignore", invalid="ignore"):
+    diff = geometry.resample_polyline(pred, n) - geometry.resample_polyline(truth, n)
+    return float(np.sqrt(np.sum(diff ** 2) / n))
+
+
+def _fraction(hits: list[bool]) -> float:
+  return sum(hits) / len(hits) if hits else 0.0
+
+
+def _points_accuracy(kind: str, pred: list, truth_text: str) -> tuple[float, dict[str, float], str]:
+  """(the task's weighted point terms, at most 0.8; their components; ground-truth error text)."""
+  gt = parsing.parse_literal(truth_text)
+  if kind == "point_ref":
+    targets = parsing.parse_points(gt)
+    if not targets:
+      return 0.0, {"dist": 0.0}, "point_ref ground truth is not a list of [x, y]"
+    dist = mean_nearest_ramp(pred, targets)
+    return 0.8 * dist, {"dist": dist}, ""
+  if kind == "free_point":
+    box = parsing.parse_boxes(gt.get("bbox")) if isinstance(gt, dict) else None
+    free = parsing.parse_points(gt.get("free_points")) if isinstance(gt, dict) else None
+    if not box or len(box) != 1 or not free:
+      return 0.0, {"in_box": 0.0, "dist": 0.0}, "free_point ground truth needs `bbox` and `free_points`"
+    in_box = _fraction([geometry.point_in_box(p, box[0]) for p in pred])
+    dist = mean_nearest_ramp(pred, free)
+    return 0.6 * in_box + 0.2 * dist, {"in_box": in_box, "dist": dist}, ""
+  if kind == "visual_trace":
+    trajectory = parsing.parse_points(gt.get("trajectory")) if isinstance(gt, dict) else None
+    if not trajectory:
+      return 0.0, {"n_ok": 0.0, "frechet": 0.0, "rmse": 0.0}, "visual_trace ground truth needs `trajectory`"
+    if len(pred) != TRACE_POINTS:
+      return 0.0, {"n_ok": 0.0, "frechet": 0.0, "rmse": 0.0}, ""
+    frechet = geometry.ramp(geometry.discrete_frechet(pred, trajectory), 10.0, 100.0)
+    rmse = geometry.ramp(trajectory_rmse(pred, trajectory), 5.0, 50.0)
+    return 0.1 + 0.3 * frechet + 0.4 * rmse, {"n_ok": 1.0, "frechet": frechet, "rmse": rmse}, ""
+  polygon = parsing.parse_points(gt.get("segmentation")) if isinstance(gt, dict) else None
+  if not polygon or len(polygon) < 3:
+    return 0.0, {"in_polygon": 0.0}, "point_rec/grounding_rec ground truth needs a `segmentation` polygon"
+  in_polygon = _fraction([geometry.point_in_polygon(p, polygon) for p in pred])
+  return 0.8 * in_polygon, {"in_polygon": in_polygon}, ""
+
+
+def _predicted_points(completion: str, truth: Mapping[str, Any], context: Mapping[str, Any]) -> list | None:
+  content = parsing.extract_tag(completion, "point")
+  points = parsing.parse_points(content) if content is not None else None
+  if not points:
+    return points
+  frame = parsing.image_frame(truth, context, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS)
+  return points if frame is None else [tuple(p) for p in frame.to_original(points).tolist()]
+
+
+@register("embodied_r1")
+def embodied_r1_reward(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
+  completion = completion if isinstance(completion, str) else ""
+  truth = ground_truth if isinstance(ground_truth, Mapping) else {}
+  type_name, truth_text = parse_ground_truth(truth.get("answer"))
+  kind = _TYPE_ALIASES.get(type_name or "")
+  fmt = float(parsing.is_think_answer(completion))
+  info: dict[str, Any] = {"type": type_name}
+  if kind is None:
+    info["gt_error"] = f"ground truth `answer` has no known <type> (got {type_name!r})"
+    return RewardResult(total=0.0, components={"format": fmt, "point_format": 0.0, "accuracy": 0.0, "parse": 0.0},
+                        info=info)
+  if kind == "qa":
+    accuracy = grading.grade_answer(parsing.answer_or_text(completion), truth_text)
+    parsed = parsing.extract_tag(completion, "answer") is not None
+    components = {"format": fmt, "point_format": 0.0, "accuracy": accuracy, "parse": float(parsed)}
+    return RewardResult(total=0.1 * fmt + 0.9 * accuracy, components=components, info=info)
+  pfmt = float(parsing.extract_tag(completion, "point") is not None)
+  points = _predicted_points(completion, truth, context)
+  point_terms, extra, gt_error = 0.0, {}, ""
+  if points:
+    point_terms, extra, gt_error = _points_accuracy(kind, points, truth_text)
+  if gt_error:
+    info["gt_error"] = gt_error
+  components = {"format": fmt, "point_format": pfmt, "accuracy": point_terms / 0.8, "parse": float(points is not None),
+                **extra}
+  return RewardResult(total=0.1 * fmt + 0.1 * pfmt + point_terms, components=components, info=info)

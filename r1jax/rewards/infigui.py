@@ -1,0 +1,272 @@
+"""InfiGUI-R1 reward: GUI agent actions, point/box grounding and answers.
+
+Source: "InfiGUI-R1: Advancing Multimodal GUI Agents from Reactive Actors to Deliberative
+Reasoners" (2025) for the reward; the AndroidControl evaluation rules it reuses come from its
+public `eval/android_control` code (adapted from QwenLM/Qwen2.5-VL issue #904).
+
+Ground truth keys (AndroidControl check parameters):
+  action: the action type ("click", "long_press", "type", "open", "swipe", "system_button",
+    "wait", "terminate", ...). Its presence makes the sample an action step.
+  candidate_bbox: list of `[x1, y1, x2, y2]` target-element boxes (original pixels; may be empty).
+  coordinate: `[x, y]` target point (original pixels).
+  text: typed text or app name (type / open).
+  direction: "up" / "down" / "left" / "right" (swipe).
+  button: "Back" / "Home" / "Menu" / "Enter" (system_button).
+  status: terminate status (terminate).
+  bbox: `[x1, y1, x2, y2]` target box in original pixels (point and box grounding).
+  answer: the answer (other tasks), a string/number or a list of accepted answers.
+  width, height: original screenshot size (may come through context instead).
+  task_type: "action", "point", "box" or "answer". Optional: without it the sample is an action
+    step if it has `action`, point grounding if it has `bbox`, an answer task otherwise.
+Context keys (all optional):
+  task_type: as above, when the ground truth lacks it.
+  width, height: original screenshot size.
+  resized_height, resized_width: the model-input size, when the processor passes it.
+  min_pixels, max_pixels: otherwise the resized size is `smart_resize` with these limits.
+    Defaults 56*56 and 6400*28*28, the values of InfiGUI-R1's AndroidControl evaluation.
+  subgoal_judge: callable `(subgoal: str, ground_truth) -> rating` in [1, 10]. Without it the
+    sub-goal term is 0.
+  judge_timeout_s: time limit for one judge call (default 10 s).
+
+Completion: `<think>…</think>` followed by exactly one payload block (a tool call may also sit
+inside `<answer>…</answer>`), then nothing but whitespace:
+  action: `<tool_call>{"name": "mobile_use", "arguments": {"action": …, "coordinate": [x, y], …}}</tool_call>`
+  point:  the same tool call with `coordinate`, or `<answer>[x, y]</answer>`
+  box:    `<answer>[x1, y1, x2, y2]</answer>` (or a tool call with `bbox`/`bbox_2d`)
+  answer: `<answer>…</answer>`
+Predicted coordinates are in resized-input pixels and are mapped to original pixels with
+`smart_resize` before any comparison.
+
+Formula (total in [0, 1]):
+  format = 1 if the structure above holds and the payload parses for the task, else 0.
+  total  = 0.1 * format + 0.9 * accuracy * format.
+  accuracy:
+    action: R_type = 1 if the action types match (case-insensitive). R_param = 1 if the type and
+      every parameter match:
+        click / long_press: the point lies in a candidate box enlarged 1.2x about its centre, or
+          within 0.04 * max(W, H) of `coordinate` (original pixels);
+        type / open: case-insensitive substring match of `text` in either direction;
+        swipe: the dominant direction of coordinate -> coordinate2 (or the predicted `direction`
+          when no coordinate2 is given) equals `direction`;
+        system_button: same `button` name, case-insensitive; terminate: same `status`;
+        wait and other types: the type match alone.
+      accuracy = 0.2 * R_type + 0.8 * R_param if R_param = 1,
+                 else 0.2 * R_type + 0.2 * R_subgoal, with R_subgoal = judge rating / 10.
+    point: 1 if the point lies in `bbox`.
+    box: 1 if IoU >= 0.7, else IoU / 0.7.
+    answer: `grading.grade_answer` (exact or math-equivalent).
+
+Choices:
+  * Distances are measured in original pixels against 0.04 * max(W, H) of the original image;
+    the evaluation code measures in resized pixels against the resized size. The two agree up to
+    smart_resize's rounding of the aspect ratio.
+  * An empty predicted or ground-truth text never matches (an empty string is a substring of
+    everything, which would reward typing nothing).
+  * Clicking an app icon when the step is `open` counts as a type mismatch (the evaluation code
+    accepts it when candidate boxes exist; the reward follows the stated rules).
+  * The judge sees the `<step>…</step>` sub-goal inside `<think>` if present, else the whole
+    think text. A judge that raises, times out or returns a rating outside [1, 10] scores 0 and
+    sets `judge_failed`. The judge is only called when R_param = 0 and the format holds.
+
+Components: format, accuracy, parse (1 if the payload parsed), and for action steps type,
+param, subgoal, judge_failed.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+import math
+import re
+from typing import Any
+
+from r1jax.rewards import geometry, grading, judges, parsing
+from r1jax.rewards.base import RewardResult, register
+
+FORMAT_WEIGHT, ACCURACY_WEIGHT = 0.1, 0.9
+TYPE_WEIGHT, PARAM_WEIGHT, SUBGOAL_WEIGHT = 0.2, 0.8, 0.2
+BOX_ENLARGE_FACTOR = 1.2
+POINT_DISTANCE_FRACTION = 0.04
+BOX_IOU_FULL_CREDIT = 0.7
+DEFAULT_MIN_PIXELS = 56 * 56
+DEFAULT_MAX_PIXELS = 6400 * 28 * 28
+DEFAULT_JUDGE_TIMEOUT_S = 10.0
+
+_TAGS = r"</?(?:think|answer|tool_call)>"
+_CONTENT = rf"(?:(?!{_TAGS}).)*"
+_STRUCTURE = re.compile(
+    rf"<think>({_CONTENT})</think>\s*(?:<tool_call>({_CONTENT})</tool_call>"
+    rf"|<answer>\s*<tool_call>({_CONTENT})</tool_call>\s*</answer>|<answer>({_CONTENT})</answer>)\s*", re.DOTALL)
+
+
+def _task_type(ground_truth: Mapping[str, Any], context: Mapping[str, Any]) -> str:
+  task = ground_truth.get("task_type", context.get("task_type"))
+  if isinstance(task, str) and task in ("action", "point", "box", "answer"):
+    return task
+  if "action" in ground_truth:
+    return "action"
+  return "point" if "bbox" in ground_truth else "answer"
+
+
+def _tool_arguments(tool_call: str | None) -> dict | None:
+  call = parsing.parse_literal(tool_call) if tool_call is not None else None
+  arguments = call.get("arguments") if isinstance(call, dict) else None
+  return arguments if isinstance(arguments, dict) else None
+
+
+def _payload(task: str, tool_call: str | None, answer: str | None) -> Any:
+  """The task's parsed payload, or None if the completion does not provide one."""
+  arguments = _tool_arguments(tool_call)
+  if task == "action":
+    return arguments if arguments is not None and isinstance(arguments.get("action"), str) else None
+  if task == "point":
+    value = arguments.get("coordinate") if arguments is not None else answer
+    points = parsing.parse_points(value) if value is not None else None
+    return points[0] if points is not None and len(points) == 1 else None
+  if task == "box":
+    value = answer
+    if arguments is not None:
+      value = arguments.get("bbox_2d", arguments.get("bbox"))
+    boxes = parsing.parse_boxes(value) if value is not None else None
+    return boxes[0] if boxes is not None and len(boxes) == 1 else None
+  return answer.strip() if answer is not None and answer.strip() else None
+
+
+class _Frame:
+  """Maps predicted coordinates from resized-input pixels to original pixels for one sample."""
+
+  def __init__(self, ground_truth: Mapping[str, Any], context: Mapping[str, Any]):
+    self.image = parsing.image_frame(ground_truth, context, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS)
+    self.hw = None if self.image is None else self.image.original_hw
+
+  def to_original(self, coords: Any) -> list[float] | None:
+    return None if self.image is None or coords is None else self.image.to_original(coords).tolist()
+
+
+def _point(value: Any) -> tuple[float, float] | None:
+  points = parsing.parse_points(value)
+  return points[0] if points is not None and len(points) == 1 else None
+
+
+def _text(value: Any) -> str:
+  """Stripped, case-folded text of a string or number field; "" for anything else."""
+  value = parsing.plain(value)
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    value = str(value)
+  return value.strip().casefold() if isinstance(value, str) else ""
+
+
+def _click_matches(pred_args: Mapping[str, Any], truth: Mapping[str, Any], frame: _Frame) -> bool:
+  click = frame.to_original(_point(pred_args.get("coordinate")))
+  if click is None:
+    return False
+  for box in parsing.parse_boxes(truth.get("candidate_bbox")) or []:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half_w, half_h = (box[2] - box[0]) * BOX_ENLARGE_FACTOR / 2, (box[3] - box[1]) * BOX_ENLARGE_FACTOR / 2
+    if geometry.point_in_box(click, [cx - half_w, cy - half_h, cx + half_w, cy + half_h]):
+      return True
+  target = _point(truth.get("coordinate"))
+  if target is None or frame.hw is None:
+    return False
+  return math.dist(click, target) <= POINT_DISTANCE_FRACTION * max(frame.hw)
+
+
+def swipe_direction(start: tuple[float, float], end: tuple[float, float]) -> str:
+  """Dominant direction of a finger moving from `start` to `end` (ties go vertical)."""
+  dx, dy = end[0] - start[0], end[1] - start[1]
+  if abs(dx) > abs(dy):
+    return "right" if dx > 0 else "left"
+  return "down" if dy > 0 else "up"
+
+
+def _params_match(kind: str, pred_args: Mapping[str, Any], truth: Mapping[str, Any], frame: _Frame) -> bool:
+  if kind in ("click", "long_press"):
+    return _click_matches(pred_args, truth, frame)
+  if kind in ("type", "open"):
+    pred, gt = _text(pred_args.get("text")), _text(truth.get("text"))
+    return bool(pred and gt) and (pred in gt or gt in pred)
+  if kind == "swipe":
+    start, end = _point(pred_args.get("coordinate")), _point(pred_args.get("coordinate2"))
+    direction = swipe_direction(start, end) if start is not None and end is not None else _text(pred_args.get("direction"))
+    return bool(direction) and direction == _text(truth.get("direction"))
+  if kind == "system_button":
+    return bool(_text(truth.get("button"))) and _text(pred_args.get("button")) == _text(truth.get("button"))
+  if kind == "terminate" and "status" in truth:
+    return _text(pred_args.get("status")) == _text(truth.get("status"))
+  return True
+
+
+def _rating(value: Any) -> float:
+  """A judge's 1-10 rating as R_subgoal in [0.1, 1]; raises (making the call "invalid") otherwise."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10:
+    raise ValueError(f"sub-goal judge returned {value!r}, expected a rating in [1, 10]")
+  return float(value) / 10
+
+
+def _subgoal(think: str, truth: Mapping[str, Any], context: Mapping[str, Any]) -> judges.JudgeCall:
+  """Asks the injected judge to rate the sub-goal stated in `think`."""
+  step = parsing.extract_tag(think, "step")
+  timeout_s = context.get("judge_timeout_s", DEFAULT_JUDGE_TIMEOUT_S)
+  if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+    timeout_s = DEFAULT_JUDGE_TIMEOUT_S
+  return judges.call_judge(context.get("subgoal_judge"), (step if step is not None else think).strip(), truth,
+                           timeout_s=timeout_s, validate=_rating)
+
+
+def _action_accuracy(pred_args, truth, think, frame, context) -> tuple[float, dict[str, float], dict[str, Any]]:
+  kind = _text(truth.get("action"))
+  r_type = float(bool(kind) and _text(pred_args.get("action")) == kind)
+  r_param = float(bool(r_type) and _params_match(kind, pred_args, truth, frame))
+  subgoal, judge_failed, info = 0.0, False, {}
+  if r_param:
+    accuracy = TYPE_WEIGHT * r_type + PARAM_WEIGHT * r_param
+  else:
+    call = _subgoal(think, truth, context)
+    subgoal, judge_failed = (call.value if call.ok else 0.0), call.failed
+    if call.failed:
+      info = {"judge_error": f"{call.status}: {call.error}"}
+    accuracy = TYPE_WEIGHT * r_type + SUBGOAL_WEIGHT * subgoal
+  components = {"type": r_type, "param": r_param, "subgoal": subgoal, "judge_failed": float(judge_failed)}
+  return accuracy, components, info
+
+
+def _accuracy(task, payload, truth, think, context) -> tuple[float, dict[str, float], dict[str, Any]]:
+  frame = _Frame(truth, context)
+  accuracy, components, info = _task_accuracy(task, payload, truth, think, frame, context)
+  needs_size = task in ("point", "box") or _text(truth.get("action")) in ("click", "long_press")
+  if needs_size and frame.hw is None:  # predicted coordinates cannot be mapped, so they never match
+    info = {**info, "size_error": "no usable `width`/`height` to rescale predicted coordinates"}
+  return accuracy, components, info
+
+
+def _task_accuracy(task, payload, truth, think, frame, context) -> tuple[float, dict[str, float], dict[str, Any]]:
+  if task == "action":
+    return _action_accuracy(payload, truth, think, frame, context)
+  if task == "point":
+    point, box = frame.to_original(payload), parsing.parse_boxes(truth.get("bbox"))
+    hit = point is not None and box is not None and len(box) == 1 and geometry.point_in_box(point, box[0])
+    return float(hit), {}, {}
+  if task == "box":
+    pred, box = frame.to_original(payload), parsing.parse_boxes(truth.get("bbox"))
+    if pred is None or box is None or len(box) != 1:
+      return 0.0, {}, {}
+    iou = geometry.box_iou(pred, box[0])
+    return (1.0 if iou >= BOX_IOU_FULL_CREDIT else iou / BOX_IOU_FULL_CREDIT), {}, {}
+  return grading.grade_answer(payload, truth.get("answer")), {}, {}
+
+
+@register("infigui")
+def infigui_reward(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
+  completion = completion if isinstance(completion, str) else ""
+  truth = ground_truth if isinstance(ground_truth, Mapping) else {}
+  task = _task_type(truth, context)
+  structure = _STRUCTURE.fullmatch(completion)
+  payload = None
+  if structure:
+    think, tool_call, wrapped_tool_call, answer = structure.groups()
+    payload = _payload(task, tool_call if tool_call is not None else wrapped_tool_call, answer)
+  fmt = float(payload is not None)
+  accuracy, components, info = 0.0, {}, {"task_type": task}
+  if fmt:
+    accuracy, components, extra = _accuracy(task, payload, truth, think, context)
+    info.update(extra)
+  components = {"format": fmt, "accuracy": accuracy, "parse": fmt, **components}
+  return RewardResult(total=FORMAT_WEIGHT * fmt + ACCURACY_WEIGHT * accuracy * fmt, components=components, info=info)
