@@ -185,7 +185,10 @@ def _params_match(kind: str, pred_args: Mapping[str, Any], truth: Mapping[str, A
     return bool(pred and gt) and (pred in gt or gt in pred)
   if kind == "swipe":
     start, end = _point(pred_args.get("coordinate")), _point(pred_args.get("coordinate2"))
-    direction = swipe_direction(start, end) if start is not None and end is not None else _text(pred_args.get("direction"))
+    if start is not None and end is not None:
+      direction = swipe_direction(start, end)
+    else:
+      direction = _text(pred_args.get("direction"))
     return bool(direction) and direction == _text(truth.get("direction"))
   if kind == "system_button":
     return bool(_text(truth.get("button"))) and _text(pred_args.get("button")) == _text(truth.get("button"))

@@ -44,8 +44,14 @@ def extract_tag(text: str, tag: str) -> str | None:
   """Content (unstripped) of the first complete `<tag>…</tag>` in `text`, or None."""
   if not isinstance(text, str):
     return None
-  match = re.search(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", text, re.DOTALL)
-  return match.group(1) if match else None
+  # Same result as re.search(r"<tag>(.*?)</tag>", DOTALL), but linear: that regex retries from
+  # every repeated open tag when no close tag follows (quadratic on adversarial completions).
+  opening, closing = f"<{tag}>", f"</{tag}>"
+  start = text.find(opening)
+  if start < 0:
+    return None
+  end = text.find(closing, start + len(opening))
+  return None if end < 0 else text[start + len(opening):end]
 
 
 def _reject_non_finite(value: Any) -> float:

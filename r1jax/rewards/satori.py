@@ -92,7 +92,8 @@ def _format_ok(completion: str) -> bool:
   return isinstance(boxes, list) and bool(boxes) and all(isinstance(b, list) for b in boxes)
 
 
-def _bbox_score(completion: str, ground_truth: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[float, bool, str]:
+def _bbox_score(completion: str, ground_truth: Mapping[str, Any],
+                context: Mapping[str, Any]) -> tuple[float, bool, str]:
   """(union IoU, parsed, error text)."""
   content = parsing.extract_tag(completion, "bbox")
   pred = parsing.parse_boxes(content) if content is not None else None

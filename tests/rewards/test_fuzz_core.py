@@ -14,7 +14,8 @@ _FRAGMENTS = st.one_of(
     st.sampled_from([f"<{t}>" for t in _TAGS] + [f"</{t}>" for t in _TAGS]),
     st.sampled_from(["[", "]", "{", "}", ",", ":", '"', "\n", " ", "NaN", "Infinity", "-Infinity", "1e999", "-0",
                      "9" * 400, "1.color.red", "2.size.large", "\\frac{1}{", "\\boxed{", '"action": "click"',
-                     '{"name": "mobile_use", "arguments": {"action": "click", "coordinate": [', "\ufffd", "🙂", "é"]),
+                     '{"name": "mobile_use", "arguments": {"action": "click", "coordinate": [',
+                     "\ufffd", "🙂", "é"]),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.integers(min_value=-10**30, max_value=10**30).map(str),
     st.text(max_size=20),
@@ -41,7 +42,8 @@ def _completions(name):
 
 _ODD = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10**40, 10**40), st.floats(allow_nan=True), st.text(max_size=10)),
-    lambda children: st.one_of(st.lists(children, max_size=5), st.dictionaries(st.text(max_size=5), children, max_size=4)),
+    lambda children: st.one_of(st.lists(children, max_size=5),
+                               st.dictionaries(st.text(max_size=5), children, max_size=4)),
     max_leaves=12,
 )
 
@@ -78,7 +80,8 @@ _TRUTHS = {
     "longvila": st.fixed_dictionaries({"answer": _maybe_odd("C")}),
 }
 _CONTEXTS = st.fixed_dictionaries({}, optional={
-    "width": _SIZE, "height": _SIZE, "resized_width": _SIZE, "resized_height": _SIZE, "min_pixels": st.one_of(st.integers(0, 10**7), _ODD),
+    "width": _SIZE, "height": _SIZE, "resized_width": _SIZE, "resized_height": _SIZE,
+    "min_pixels": st.one_of(st.integers(0, 10**7), _ODD),
     "max_pixels": st.one_of(st.integers(0, 10**7), _ODD), "normalize_vqa": st.booleans(),
     "task_type": st.sampled_from(["action", "point", "box", "answer", "other"]),
     "subgoal_judge": st.sampled_from([lambda s, t: 5, lambda s, t: math.nan, lambda s, t: 1 / 0]),

@@ -2,6 +2,7 @@
 and every total and component is finite, with the total inside the reward's documented range."""
 import json
 import math
+import re
 import time
 
 import numpy as np
@@ -129,11 +130,10 @@ def test_huge_completions_are_fast_and_bounded(completion):
   assert time.monotonic() - start < 5.0
 
 
-@pytest.mark.xfail(strict=True, reason="parsing.extract_tag uses re.search(r'<tag>(.*?)</tag>'), which is quadratic "
-                   "when an open tag repeats without a close tag; a str.find scan would be linear")
-def test_repeated_open_tags_are_linear():
-  completion = "<think><answer>" * 1_000  # 15k characters, no closing tag
-  start = time.monotonic()
-  three_d_r1.three_d_r1(completion, THREE_D_TRUTH, embedder=HashEmbedder())
-  omni_r1.omni_r1(completion, OMNI_TRUTH)
-  assert time.monotonic() - start < 0.1
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["<think>", "</think>", "<answer>", "</answer>", "x", " ", "<", ">"]), max_size=40))
+def test_extract_tag_equals_the_lazy_regex(pieces):
+  text = "".join(pieces)
+  for tag in ("think", "answer"):
+    match = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+    assert extract_tag(text, tag) == (match.group(1) if match else None)

@@ -108,7 +108,8 @@ def test_text_button_swipe_wait_rules():
   assert infigui.infigui_reward(_call({"action": "type", "text": "hello world"}), type_gt).total == 1
   assert infigui.infigui_reward(_call({"action": "type", "text": "hel"}), type_gt).total == 1
   assert infigui.infigui_reward(_call({"action": "type", "text": ""}), type_gt).components["param"] == 0
-  assert infigui.infigui_reward(_call({"action": "open", "text": "Maps"}), {"action": "open", "text": "maps"}).total == 1
+  open_gt = {"action": "open", "text": "maps"}
+  assert infigui.infigui_reward(_call({"action": "open", "text": "Maps"}), open_gt).total == 1
   button = {"action": "system_button", "button": "Back"}
   assert infigui.infigui_reward(_call({"action": "system_button", "button": "back"}), button).total == 1
   assert infigui.infigui_reward(_call({"action": "system_button", "button": "home"}), button).components["param"] == 0
