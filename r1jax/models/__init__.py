@@ -8,3 +8,5 @@ from r1jax.models.config import (PRESETS, ModelConfig, TextConfig, VisionConfig,
                                  config_to_hf, load_hf_config, preset)
 from r1jax.models.hf import load_pretrained, save_pretrained  # noqa: F401
 from r1jax.models.llm import CausalLM, init_cache  # noqa: F401
+from r1jax.models.vision import VisionTransformer, vision_grid  # noqa: F401
+from r1jax.models.vlm import VisionLanguageModel, decode_rope_deltas, get_rope_index  # noqa: F401

@@ -62,8 +62,9 @@ class VisionConfig:
   spatial_merge_size: int = 2
   window_size: int = 112
   fullatt_block_indexes: tuple[int, ...] = (7, 15, 23, 31)
-  tokens_per_second: float = 2.0
+  tokens_per_second: int = 2  # an int in transformers (its config class rejects floats)
   rms_norm_eps: float = 1e-6
+  rope_theta: float = 10000.0
 
   @property
   def head_dim(self) -> int:
@@ -224,6 +225,11 @@ def config_from_hf(hf: Mapping[str, Any], **runtime) -> ModelConfig:
     if vision.get("hidden_act", "silu") != "silu":
       raise ValueError(f"vision_config.hidden_act={vision['hidden_act']!r} is not supported; expected 'silu'")
     kwargs = {ours: vision[theirs] for theirs, ours in _VISION_KEYS.items() if theirs in vision}
+    vision_rope = vision.get("rope_parameters") or {}
+    if vision_rope.get("rope_type", "axial") not in ("axial", "default"):
+      raise ValueError(f"vision_config.rope_parameters.rope_type={vision_rope['rope_type']!r} is not supported; "
+                       "Qwen2.5-VL uses 'axial' 2D RoPE")
+    kwargs["rope_theta"] = float(vision_rope.get("rope_theta", 10000.0))
     if "fullatt_block_indexes" in kwargs:
       kwargs["fullatt_block_indexes"] = tuple(kwargs["fullatt_block_indexes"])
     vision_cfg = VisionConfig(**kwargs)
@@ -262,7 +268,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
       "patch_size": v.patch_size, "temporal_patch_size": v.temporal_patch_size,
       "spatial_merge_size": v.spatial_merge_size, "window_size": v.window_size,
       "fullatt_block_indexes": list(v.fullatt_block_indexes), "tokens_per_second": v.tokens_per_second,
-      "hidden_act": "silu",
+      "hidden_act": "silu", "rope_parameters": {"rope_type": "axial", "rope_theta": v.rope_theta},
   }
   return {
       "architectures": [QWEN2_5_VL_ARCH], "model_type": "qwen2_5_vl",

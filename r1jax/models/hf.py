@@ -202,16 +202,30 @@ def _load_tensor(folder, rule: TensorRule, expected, dtype: np.dtype, sharding) 
       host = _convert(folder, rule, rule.hf[0], expected).astype(dtype)
     return jnp.asarray(host)
 
-  def read_slice(index: tuple[slice, ...]) -> np.ndarray:
-    # Only the layers (stacked axis) this shard owns are read; other axes are sliced after the
-    # layout transform, which maps whole HF rows/cols, so the memory map pages in little more.
-    if rule.stacked:
-      layers = range(*index[0].indices(expected[0]))
-      return np.stack([_convert(folder, rule, rule.hf[i], expected)[index[1:]] for i in layers]).astype(dtype)
-    return np.asarray(_convert(folder, rule, rule.hf[0], expected)[index]).astype(dtype)
-
+  # Each process builds only the shards of its own devices. The layout transforms (transpose,
+  # reshape that splits an axis, slicing) give NumPy *views* of the memory map, so indexing one
+  # copies -- and pages in -- only the shard's bytes: the layers it owns, and within a layer the
+  # HF rows/columns it maps to (a column block of a row-major weight touches every row's pages,
+  # read through the page cache but never held). A transform that had to copy would still be
+  # correct, only reading the whole tensor per shard. A slice held by several local devices
+  # (a partially replicated parameter) is read once.
   for name in rule.hf:  # validate shapes up front so errors name the tensor, not a callback
     _convert(folder, rule, name, expected)
+  slices: dict[tuple, np.ndarray] = {}
+
+  def owned(name: str, index: tuple[slice, ...]) -> np.ndarray:
+    return np.array(rule.to_ours(folder.get(name))[index], dtype=dtype, copy=True)  # own memory, not the map
+
+  def read_slice(index: tuple[slice, ...]) -> np.ndarray:
+    key = tuple(s.indices(size) for s, size in zip(index, expected))
+    if key not in slices:
+      if rule.stacked:
+        layers = range(*index[0].indices(expected[0]))
+        slices[key] = np.stack([owned(rule.hf[i], index[1:]) for i in layers])
+      else:
+        slices[key] = owned(rule.hf[0], index)
+    return slices[key]
+
   return jax.make_array_from_callback(expected, sharding, read_slice)
 
 

@@ -57,6 +57,11 @@ def apply_rotary(x: Array, cos: Array, sin: Array) -> Array:
   return out.astype(x.dtype)
 
 
+def rope_inv_freq(dim: int, theta: float) -> Array:
+  """[dim // 2] fp32 inverse frequencies theta**(-2i / dim) of a rotary embedding over `dim` features."""
+  return 1.0 / (theta**(jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+
+
 def rope_cos_sin(positions: Array, head_dim: int, theta: float,
                  mrope_section: Sequence[int] | None = None) -> tuple[Array, Array]:
   """cos/sin tables [batch, length, head_dim] in fp32.
@@ -66,7 +71,7 @@ def rope_cos_sin(positions: Array, head_dim: int, theta: float,
       for Qwen2.5-VL M-RoPE; plain positions are broadcast to the three axes.
     mrope_section: frequency pairs taken from each of the three position axes, e.g. (16, 24, 24).
   """
-  inv_freq = 1.0 / (theta**(jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  inv_freq = rope_inv_freq(head_dim, theta)
   if mrope_section is None:
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [batch, length, head_dim/2]
   else:

@@ -18,17 +18,22 @@ from r1jax.models.layers import (RMSNorm, SwiGLU, apply_rotary, constrain, dot_p
                                  param_with_axes, rope_cos_sin)
 
 Array = jax.Array
-KVCache = dict[str, Array]  # {"k", "v"}: [layers, batch, cache_len, kv_heads, head_dim]
+# {"k", "v"}: stacked [layers, batch, cache_len, kv_heads, head_dim], or (non-scanned models only) a
+# tuple of per-layer [batch, cache_len, kv_heads, head_dim] arrays, which a decode loop can update
+# in place (a stacked cache is sliced and re-stacked, i.e. copied, on every call).
+KVCache = dict[str, Any]
 
 _INIT = nn.initializers.normal(0.02)
 
 
-def init_cache(config: ModelConfig, batch: int, cache_len: int, dtype=None) -> KVCache:
-  """An all-zero KV cache; `dtype` defaults to the computation dtype."""
+def init_cache(config: ModelConfig, batch: int, cache_len: int, dtype=None, per_layer: bool = False) -> KVCache:
+  """An all-zero KV cache; `dtype` defaults to the computation dtype; `per_layer` gives tuples."""
   t = config.text
-  shape = (t.num_layers, batch, cache_len, t.num_kv_heads, t.head_dim)
+  shape = (batch, cache_len, t.num_kv_heads, t.head_dim)
   dtype = dtype or dtype_of(config.dtype)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  if per_layer:
+    return {name: tuple(jnp.zeros(shape, dtype) for _ in range(t.num_layers)) for name in ("k", "v")}
+  return {name: jnp.zeros((t.num_layers,) + shape, dtype) for name in ("k", "v")}
 
 
 def attention_visibility(attention_mask: Array, q_len: int, cache_index: Array) -> Array:
@@ -153,7 +158,8 @@ class CausalLM(nn.Module):
         `cache_index + arange(length)` for every row (transformers' default position ids).
       attention_mask: [batch, kv_len] with kv_len = cache_len when a cache is given, else length;
         True/1 marks real tokens. Defaults to all ones.
-      cache: KV cache from `init_cache`; the new keys/values are written at `cache_index`.
+      cache: KV cache from `init_cache` (stacked or per-layer); the new keys/values are written
+        at `cache_index` and the cache comes back in the same layout.
       return_hidden: return the final-normed hidden states [batch, length, embed] instead of
         logits (lets the learner compute log-probs in vocabulary chunks).
 
@@ -167,7 +173,7 @@ class CausalLM(nn.Module):
     cache_index = jnp.asarray(cache_index, jnp.int32)
     if positions is None:
       positions = jnp.broadcast_to(cache_index + jnp.arange(length, dtype=jnp.int32), (batch, length))
-    kv_len = cache["k"].shape[2] if cache is not None else length
+    kv_len = cache["k"][0].shape[-3] if cache is not None else length
     if attention_mask is None:
       attention_mask = jnp.ones((batch, kv_len), bool)
     if attention_mask.shape != (batch, kv_len):
@@ -177,6 +183,8 @@ class CausalLM(nn.Module):
     cos, sin = rope_cos_sin(positions, t.head_dim, t.rope_theta, t.mrope_section)
 
     if cfg.scan_layers:
+      if cache is not None and isinstance(cache["k"], (tuple, list)):
+        raise ValueError("a per-layer (tuple) KV cache needs scan_layers=False; scanned layers use a stacked cache")
       layer_caches = None if cache is None else (cache["k"], cache["v"])
       x, new = self.layers(x, cos, sin, mask, layer_caches, cache_index)
       new_cache = None if cache is None else {"k": new[0], "v": new[1]}
@@ -188,7 +196,12 @@ class CausalLM(nn.Module):
         if cache is not None:
           ks.append(layer_cache[0])
           vs.append(layer_cache[1])
-      new_cache = None if cache is None else {"k": jnp.stack(ks), "v": jnp.stack(vs)}
+      if cache is None:
+        new_cache = None
+      elif isinstance(cache["k"], (tuple, list)):
+        new_cache = {"k": tuple(ks), "v": tuple(vs)}
+      else:
+        new_cache = {"k": jnp.stack(ks), "v": jnp.stack(vs)}
     hidden = self.norm(x)
     return (hidden if return_hidden else self.logits(hidden)), new_cache
 
