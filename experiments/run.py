@@ -31,6 +31,8 @@ def main(argv):
   from r1jax import train  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   workdir = os.path.abspath(_WORKDIR.value)
+  with config.unlocked():
+    hooks.prepare(config, workdir)
   results = train.run(config, workdir, hooks.data_hooks(config))
   print(json.dumps(results, indent=2, sort_keys=True))
 

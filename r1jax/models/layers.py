@@ -6,7 +6,7 @@ axes); activations are constrained with `act_*` names so that parameter rules (e
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -109,6 +109,35 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None) -> A
   probs = probs.astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
   return out.reshape(batch, q_len, heads, head_dim).astype(q.dtype)
+
+
+class DenseND(nn.Module):
+  """Contracts the last `in_dims` axes of x with kernel [*in_shape, *features] (+ bias [*features]).
+
+  Unlike nn.DenseGeneral, the kernel is created at its real rank, so its logical axis names
+  apply at init time too (sharded init inside a mesh context).
+  """
+
+  features: int | tuple[int, ...]
+  kernel_axes: tuple[str | None, ...]
+  in_dims: int = 1
+  use_bias: bool = True
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  kernel_init: Any = nn.initializers.normal(0.02)
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    features = self.features if isinstance(self.features, tuple) else (self.features,)
+    shape = tuple(x.shape[-self.in_dims:]) + features
+    kernel = self.param("kernel", param_with_axes(self.kernel_init, self.kernel_axes), shape,
+                        dtype_of(self.param_dtype))
+    y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.in_dims)
+    if self.use_bias:
+      bias = self.param("bias", param_with_axes(nn.initializers.zeros, self.kernel_axes[self.in_dims:]), features,
+                        dtype_of(self.param_dtype))
+      y = y + bias.astype(self.dtype)
+    return y
 
 
 def _masked_softmax(scores: Array, mask: Array) -> Array:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.models.config import ModelConfig
-from r1jax.models.layers import (RMSNorm, SwiGLU, apply_rotary, constrain, dot_product_attention, dtype_of,
+from r1jax.models.layers import (DenseND, RMSNorm, SwiGLU, apply_rotary, constrain, dot_product_attention, dtype_of,
                                  param_with_axes, rope_cos_sin)
 
 Array = jax.Array
@@ -54,12 +54,8 @@ class Attention(nn.Module):
     t, cfg = self.config.text, self.config
 
     def proj(heads, name):
-      return nn.DenseGeneral((heads, t.head_dim), use_bias=True, dtype=cfg.dtype,
-                             param_dtype=dtype_of(cfg.param_dtype), name=name,
-                             kernel_init=param_with_axes(_INIT, ("embed", "heads" if heads == t.num_heads
-                                                                 else "kv_heads", "head_dim")),
-                             bias_init=param_with_axes(nn.initializers.zeros,
-                                                       ("heads" if heads == t.num_heads else "kv_heads", "head_dim")))
+      axes = ("embed", "heads" if heads == t.num_heads else "kv_heads", "head_dim")
+      return DenseND((heads, t.head_dim), axes, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
 
     q = proj(t.num_heads, "q_proj")(x)
     k = proj(t.num_kv_heads, "k_proj")(x)
@@ -73,9 +69,8 @@ class Attention(nn.Module):
       v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache_index, 0, 0))
       layer_cache = (k, v)
     out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
-    out = nn.DenseGeneral(t.hidden_size, axis=(-2, -1), use_bias=False, dtype=cfg.dtype,
-                          param_dtype=dtype_of(cfg.param_dtype), name="o_proj",
-                          kernel_init=param_with_axes(_INIT, ("heads", "head_dim", "embed")))(out)
+    out = DenseND(t.hidden_size, ("heads", "head_dim", "embed"), in_dims=2, use_bias=False, dtype=cfg.dtype,
+                  param_dtype=cfg.param_dtype, name="o_proj")(out)
     return out, layer_cache
 
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from r1jax.models.config import ModelConfig, VisionConfig
 from r1jax.models.hf import IDENTITY, TensorRule, layer_rules, linear, linear_in, reshape
-from r1jax.models.layers import (RMSNorm, SwiGLU, apply_rotary, constrain, dot_product_attention, dtype_of,
-                                 param_with_axes, rope_inv_freq)
+from r1jax.models.layers import (DenseND, RMSNorm, SwiGLU, apply_rotary, constrain, dot_product_attention,
+                                 rope_inv_freq)
 from r1jax.models.llm import _remat_policy
 
 Array = jax.Array
@@ -149,12 +149,9 @@ def vision_rope_cos_sin(positions: Array, head_dim: int, theta: float) -> tuple[
   return jnp.cos(emb), jnp.sin(emb)
 
 
-def _dense(features, axes, cfg: ModelConfig, name: str, use_bias=True, axis=-1):
-  bias_axes = axes[len(axes) - (len(features) if isinstance(features, tuple) else 1):]
-  return nn.DenseGeneral(features, axis=axis, use_bias=use_bias, dtype=cfg.dtype,
-                         param_dtype=dtype_of(cfg.param_dtype), name=name,
-                         kernel_init=param_with_axes(_INIT, axes),
-                         bias_init=param_with_axes(nn.initializers.zeros, bias_axes))
+def _dense(features, axes, cfg: ModelConfig, name: str, use_bias=True, in_dims=1):
+  return DenseND(features, axes, in_dims=in_dims, use_bias=use_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                 kernel_init=_INIT, name=name)
 
 
 class VisionAttention(nn.Module):
@@ -170,7 +167,7 @@ class VisionAttention(nn.Module):
     qkv = constrain(qkv, ("act_patches", None, "act_heads", None))
     q, k, val = (qkv[None, :, i] for i in range(3))  # [1, num_patches, heads, head_dim]
     out = dot_product_attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), val, mask)[0]
-    return _dense(v.hidden_size, ("vision_heads", "head_dim", "vision_embed"), cfg, "proj", axis=(-2, -1))(out)
+    return _dense(v.hidden_size, ("vision_heads", "head_dim", "vision_embed"), cfg, "proj", in_dims=2)(out)
 
 
 class VisionBlock(nn.Module):

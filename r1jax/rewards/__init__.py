@@ -11,6 +11,7 @@ from r1jax.rewards import (  # noqa: F401  (importing a recipe module registers 
     longvila,
     love_r1,
     omni_r1,
+    sanity,
     satori,
     star_r1,
     three_d_r1,

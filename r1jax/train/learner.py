@@ -26,8 +26,7 @@ from r1jax import rl
 from r1jax.models.llm import CausalLM
 
 Batch = dict[str, Any]
-VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "image_embeds",
-               "video_embeds", "vision_aux")
+VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 _SEQUENCE_KEYS = ("input_ids", "attention_mask", "positions") + VISION_KEYS
 
 

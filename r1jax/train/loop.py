@@ -28,6 +28,7 @@ from r1jax import models
 from r1jax.tokenization import load_tokenizer
 from r1jax.train import config as config_lib
 from r1jax.train import learner, optim, rows
+from r1jax.sampling import Sampler, SamplingControls
 from r1jax.train.rollout import collect_rollout
 from r1jax.train.sequences import SequenceBuilder
 from r1jax.train.writer import MetricWriter, plot_curves, read_metrics
@@ -171,7 +172,8 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
       final = {}
       if hooks.evaluate:
         final = _prefixed("eval", hooks.evaluate(config, model, state.params, tokenizer, stage_dir))
-        writer.write(int(state.step), final)
+        if final:
+          writer.write(int(state.step), final)
     finally:
       writer.close()
       ckpt.close()
@@ -220,10 +222,14 @@ class _Updater:
 
   def __init__(self, config, model, mesh, rules, tx):
     self.config, self.model, self.mesh, self.rules, self.tx = config, model, mesh, rules, tx
+    self.builder = SequenceBuilder(model)
 
-  def device_batch(self, batch: dict[str, Any]) -> dict[str, jax.Array]:
-    arrays = {k: v for k, v in batch.items() if isinstance(v, np.ndarray) and k not in _HOST_ONLY}
-    axes = {k: (1 if k == "positions" and v.ndim == 3 else 0 if k in _PER_ROW else None) for k, v in arrays.items()}
+  def device_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+    """Per-row arrays split over the batch mesh axes; vision inputs replicated (as VisionGrids)."""
+    arrays = self.builder.device_vision({k: v for k, v in batch.items()
+                                         if isinstance(v, np.ndarray) and k not in _HOST_ONLY})
+    axes = {k: (1 if k == "positions" and np.ndim(v) == 3 else 0 if k in _PER_ROW else None)
+            for k, v in arrays.items()}
     return sharding.shard_batch(arrays, self.mesh, self.rules, batch_axis=axes)
 
   def update(self, state, batch: dict[str, Any], grad_fn) -> tuple[Any, dict[str, float], int]:
@@ -254,11 +260,10 @@ class _SftStep:
 
   def __init__(self, model, updater: _Updater):
     self.model, self.updater = model, updater
-    self.builder = SequenceBuilder(model)
 
   def __call__(self, state, data, rng):
     del rng  # teacher forcing draws nothing
-    batch = self.builder.with_positions(next(data))
+    batch = self.updater.builder.with_positions(next(data))
     state, metrics, skipped = self.updater.update(state, _learner_fields(batch),
                                                   lambda p, b: learner.sft_grads(self.model, p, b))
     metrics["_skipped_updates"] = skipped
@@ -273,25 +278,24 @@ def _learner_fields(batch: dict[str, Any]) -> dict[str, Any]:
 class _GrpoStep:
 
   def __init__(self, config, model, tokenizer, state, updater: _Updater):
-    from r1jax.sampling import Sampler  # pylint: disable=g-import-not-at-top
     self.config, self.model, self.tokenizer, self.updater = config, model, tokenizer, updater
     self.loss_config = loss_config(config)
-    self.builder = SequenceBuilder(model)
+    self.builder = updater.builder
     self.reward_fn = rewards.get(config.reward.name)
     self.ref_params = state.params if config.rl.beta > 0 else None  # the initial policy, frozen
-    self.sampler = Sampler(model, tokenizer=tokenizer, max_new_tokens=config.sampling.max_new_tokens,
-                           stop_token_ids=tuple(config.sampling.stop_token_ids), mesh=updater.mesh,
-                           rules=updater.rules)
+    self.sampler = Sampler(model, pad_id=self.builder.pad_id, mesh=updater.mesh, rules=updater.rules)
+    s = config.sampling
+    stop_ids = tuple(model.config.eos_token_id) + tuple(s.stop_token_ids)
+    self.controls = SamplingControls(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k,
+                                     top_p=s.top_p, stop_token_ids=stop_ids or None)
     self.groups_per_step = config.data.batch_size // jax.process_count()
 
   def _sample(self, params):
-    s = self.config.sampling
-
     def sample(prompts, key):
-      output = self.sampler(params, prompts, num_samples=s.num_samples, rng=key, temperature=s.temperature,
-                            top_p=s.top_p, top_k=s.top_k)
-      batch = self.builder.learner_batch(prompts, output, s.num_samples)
-      return batch, {"rollout/truncated_frac": float(np.mean(output.truncated))}
+      output = self.sampler(params, self.builder.prompts(prompts), key=key,
+                            num_samples=self.config.sampling.num_samples, controls=self.controls)
+      batch = self.builder.learner_batch(prompts, output, self.config.sampling.num_samples)
+      return batch, {"rollout/truncated_frac": float(np.mean(np.asarray(output.truncated)))}
 
     return sample
 
@@ -320,17 +324,16 @@ class _GrpoStep:
     if (n // group) % mini:
       raise ValueError(f"{n // group} groups per step do not split into config.rl.mini_batches={mini}")
     metrics, skipped, updates = {}, 0, 0
+    loop_step = int(state.step)
     for _ in range(self.config.rl.num_iterations):
       for m in range(mini):
         part = rows.take_rows(batch, np.arange(m * n // mini, (m + 1) * n // mini))
-        inner_state, step_metrics, was_skipped = self.updater.update(state, part, grad_fn)
-        # Only the last update of the step advances the loop step counter.
-        state = inner_state.replace(step=state.step)
+        state, step_metrics, was_skipped = self.updater.update(state, part, grad_fn)
         skipped += was_skipped
         updates += 1
         for k, v in step_metrics.items():
           metrics[k] = metrics.get(k, 0.0) + v / (self.config.rl.num_iterations * mini)
-    state = state.replace(step=state.step + 1)
+    state = state.replace(step=jnp.asarray(loop_step + 1, jnp.int32))  # one loop step, however many updates
     metrics.update(rollout.metrics)
     metrics["perf/learn_s"] = time.perf_counter() - started
     metrics["_skipped_updates"] = int(skipped == updates)

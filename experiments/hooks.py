@@ -1,0 +1,92 @@
+"""Wires data_pipelines into the trainer: iterators, locally built tokenizers, evaluation.
+
+Kept in experiments/ because `r1jax` never imports `data_pipelines` (design.md).
+
+`config.tokenizer = "build:<task>"` builds a small tokenizer from the task's text corpus into
+`<workdir>/tokenizer` (deterministic) for models trained from scratch; `config.model.hf_config`
+entries left at 0 (`vocab_size`, special token ids) are then filled from that tokenizer.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import data_pipelines
+from data_pipelines.tasks import letters, tvr
+from r1jax import processing, rewards
+from r1jax.tokenization import build_tokenizer, load_tokenizer, special_token_ids
+from r1jax.train import DataHooks, evaluate as evaluate_lib
+
+TOKENIZER_CORPORA = {
+    "letters": lambda: letters.corpus(),
+    "star_tvr": lambda: tvr.text_corpus(tvr.TvrTask(prompt_style="short")) + tvr.text_corpus(tvr.TvrTask()),
+}
+
+
+def prepare(config, workdir: str) -> None:
+  """Resolves `build:` tokenizers and fills tokenizer-dependent model fields, in place."""
+  if not config.tokenizer.startswith("build:"):
+    return
+  task = config.tokenizer[len("build:"):]
+  if task not in TOKENIZER_CORPORA:
+    raise ValueError(f"config.tokenizer={config.tokenizer!r}: no corpus for {task!r}; known: {sorted(TOKENIZER_CORPORA)}")
+  path = os.path.join(workdir, "tokenizer")
+  if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+    build_tokenizer(path, TOKENIZER_CORPORA[task](), vocab_size=1024)
+  tokenizer = load_tokenizer(path)
+  config.tokenizer = path
+  hf = config.model.hf_config
+  if hf and not hf.get("vocab_size"):
+    ids = special_token_ids(tokenizer)
+    hf.vocab_size = -(-len(tokenizer) // 64) * 64
+    filled = dict(eos_token_id=ids.eos, pad_token_id=ids.pad, image_token_id=ids.image_pad,
+                  video_token_id=ids.video_pad, vision_start_token_id=ids.vision_start,
+                  vision_end_token_id=ids.vision_end)
+    for key, value in filled.items():
+      if key in hf and not hf[key]:
+        hf[key] = value
+    if "text_config" in hf:
+      hf.text_config.vocab_size = hf.vocab_size
+      hf.text_config.eos_token_id = ids.eos
+      hf.text_config.pad_token_id = ids.pad
+
+
+def _vision_config(config) -> processing.VisionProcessorConfig:
+  for folder in (config.tokenizer, config.init_from):
+    if folder and os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
+      return processing.VisionProcessorConfig.from_pretrained(folder)
+  return processing.VisionProcessorConfig()
+
+
+def data_hooks(config) -> DataHooks:
+
+  def prompt_iterator(stage_config, tokenizer):
+    return data_pipelines.make_prompt_iterator(stage_config, tokenizer, _vision_config(stage_config))
+
+  def sft_iterator(stage_config, tokenizer):
+    return data_pipelines.make_sft_iterator(stage_config, tokenizer, _vision_config(stage_config))
+
+  def evaluate(stage_config, model, params, tokenizer, stage_dir):
+    """Greedy evaluation on each split of `config.eval.splits` ({name: data overrides})."""
+    if not stage_config.eval.get("splits"):
+      return {}
+    reward_fn = rewards.get(stage_config.eval.get("reward", "") or stage_config.reward.name)
+    results, samples = {}, {}
+    for split, overrides in stage_config.eval.splits.items():
+      split_config = stage_config.copy_and_resolve_references()
+      split_config.data.update(dict(shuffle=False, num_epochs=1))
+      split_config.data.update(overrides.to_dict())
+      iterator = data_pipelines.make_prompt_iterator(split_config, tokenizer, _vision_config(split_config))
+      try:
+        metrics, completions = evaluate_lib.evaluate(
+            model, params, tokenizer, iterator, reward_fn, max_new_tokens=stage_config.sampling.max_new_tokens,
+            stop_token_ids=tuple(stage_config.sampling.stop_token_ids))
+      finally:
+        iterator.close()
+      results.update({f"{split}/{k}": v for k, v in metrics.items()})
+      samples[split] = completions[:8]
+    with open(os.path.join(stage_dir, "eval_samples.json"), "w", encoding="utf-8") as f:
+      json.dump(samples, f, indent=2)
+    return results
+
+  return DataHooks(prompt_iterator=prompt_iterator, sft_iterator=sft_iterator, evaluate=evaluate)

@@ -1,0 +1,365 @@
+"""On-device sampling with a KV cache: one jitted prefill, one jitted decode loop.
+
+Prefill (per call, B prompts): the vision tower once over all the prompts' images and videos,
+then one forward of the B left-padded prompts, writing their keys/values into a cache of P
+slots. The cache rows are then repeated for the G samples of each prompt (rows prompt-major)
+and padded with max_new_tokens empty slots: no prompt is ever prefilled G times.
+
+Decode (`lax.while_loop`, static shapes): each step feeds the B*G last tokens at cache slot
+P + t, writes only that slot of every layer's cache (a per-layer cache carried by the loop and
+donated, so XLA updates it in place), chooses the next tokens and stops when every row has
+emitted a stop token or after max_new_tokens.
+
+Compiled executables are cached by everything that changes a shape or a static choice (prompt
+bucket, batch, G, max_new_tokens, greedy / top-k / top-p / entropy, vision patch counts, input
+shardings); each new one is logged with its compile time.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from r1jax.models.llm import init_cache
+from r1jax.sampling import selection
+from r1jax.sampling.controls import SamplingControls, StaticControls
+from r1jax.sampling.outputs import SampleOutput
+from r1jax.sampling.prompts import PromptBatch, batch_prompts
+
+Array = jax.Array
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileEvent:
+  """One compilation: which function, for which key, and how long it took."""
+
+  function: str
+  key: tuple
+  seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Prefilled:
+  """The prompts' KV cache, repeated for G samples each; consumed (donated) by one `decode`.
+
+  Attributes:
+    prompts: the left-padded batch (B prompts, bucket length P).
+    num_samples: G.
+    max_new_tokens: the empty cache slots after the prompt.
+    cache: {"k", "v"}: per layer [B*G, P + max_new_tokens, kv_heads, head_dim] (stacked over
+      layers for scanned models), rows prompt-major.
+    state: logits [B*G, vocab] of the first completion token, attention_mask
+      [B*G, P + max_new_tokens], start_positions [B*G] (position of completion token 0).
+  """
+
+  prompts: PromptBatch
+  num_samples: int
+  max_new_tokens: int
+  cache: Any
+  state: dict
+
+
+def _language_model(module: nn.Module) -> nn.Module:
+  """The decoder of a bound model: the model itself (Qwen2.5) or its `language_model` (Qwen2.5-VL)."""
+  return getattr(module, "language_model", module)
+
+
+def _signature(tree) -> tuple:
+  """Hashable shapes, dtypes and shardings of a pytree's leaves (part of the compile-cache key)."""
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  return (treedef,) + tuple((np.shape(x), str(getattr(x, "dtype", type(x))), getattr(x, "sharding", None))
+                            for x in leaves)
+
+
+def _expand_cache(layer_cache: Array, num_samples: int, max_new_tokens: int) -> Array:
+  """[..., B, P, kv_heads, head_dim] -> [..., B*G, P + max_new, kv_heads, head_dim], rows prompt-major."""
+  repeated = jnp.repeat(layer_cache, num_samples, axis=-4)
+  padding = [(0, 0)] * layer_cache.ndim
+  padding[-3] = (0, max_new_tokens)
+  return jnp.pad(repeated, padding)
+
+
+class Sampler:
+  """Samples completions of prompts on device. See `__call__`.
+
+  Example:
+    sampler = Sampler(model)
+    out = sampler(params, [prompt_ids_a, prompt_ids_b], num_samples=8, key=jax.random.key(0),
+                  controls=SamplingControls(max_new_tokens=256, temperature=1.0, top_p=0.95))
+    out.tokens  # [2 * 8, 256]; rows 0..7 continue prompt a.
+
+  Args:
+    model: a `CausalLM` (Qwen2.5) or `VisionLanguageModel` (Qwen2.5-VL). Non-scanned layers
+      (`scan_layers=False`) decode fastest: their per-layer cache is updated in place; a
+      scanned model's stacked cache is copied once per step.
+    buckets: allowed padded prompt lengths; default powers of two from 16.
+    pad_id: left padding of prompts and padding after the end of completions; default the
+      model config's `pad_token_id`, else 0.
+    mesh / rules: a `jax.sharding.Mesh` and logical-axis rules (`r1jax.sharding`): the rows are
+      split over the batch mesh axes (data, fsdp) and heads over `tensor`. The params must
+      already be placed (e.g. `r1jax.sharding.shard_params`).
+  """
+
+  def __init__(self, model: nn.Module, *, buckets: Sequence[int] | None = None, pad_id: int | None = None,
+               mesh: jax.sharding.Mesh | None = None, rules=None):
+    self.model = model
+    self.config = model.config
+    self.buckets = None if buckets is None else tuple(sorted(int(b) for b in buckets))
+    if pad_id is None:
+      pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+    if not 0 <= pad_id < self.config.text.vocab_size:
+      raise ValueError(f"pad_id={pad_id} is outside the vocabulary [0, {self.config.text.vocab_size})")
+    self.pad_id = int(pad_id)
+    self.mesh = mesh
+    self.rules = rules
+    self.compile_events: list[CompileEvent] = []
+    self._executables: dict[tuple, Callable] = {}
+
+  # ------------------------------------------------------------------ public
+
+  def __call__(self, params, prompts: Sequence, *, key: Array, num_samples: int = 1,
+               controls: SamplingControls = SamplingControls(),
+               stop_token_ids: Sequence[Sequence[int]] | None = None) -> SampleOutput:
+    """Samples `num_samples` completions of every prompt: `prefill`, then `decode`.
+
+    Args:
+      params: the model's parameters {"params": ...} (placed on the mesh when there is one).
+      prompts: B prompts: token id sequences, `sampling.Prompt`s or `processing.EncodedPrompt`s
+        (token ids with vision placeholders expanded, plus pixel values and grids).
+      key: PRNG key; the same key, prompts and controls give the same completions.
+      num_samples: G completions per prompt; rows are prompt-major (row = prompt * G + g).
+      controls: temperature, top-k, top-p, greedy, stop / forbidden ids, max_new_tokens.
+      stop_token_ids: optional per-prompt stop ids (B sequences), replacing
+        `controls.stop_token_ids` for that prompt's rows.
+
+    Returns:
+      `SampleOutput`; its arrays stay on device.
+    """
+    prefilled = self.prefill(params, prompts, num_samples=num_samples, max_new_tokens=controls.max_new_tokens)
+    return self.decode(params, prefilled, key=key, controls=controls, stop_token_ids=stop_token_ids)
+
+  def prefill(self, params, prompts: Sequence | PromptBatch, *, num_samples: int, max_new_tokens: int) -> Prefilled:
+    """Runs the vision tower and the prompts once; returns the KV cache for B*G rows (see `Prefilled`)."""
+    if num_samples < 1:
+      raise ValueError(f"num_samples={num_samples} must be >= 1")
+    batch = prompts if isinstance(prompts, PromptBatch) else batch_prompts(
+        prompts, self.config, pad_id=self.pad_id, buckets=self.buckets)
+    args = self._prefill_args(batch)
+    patches = [0 if x is None else len(x) for x in (batch.pixel_values, batch.pixel_values_videos)]
+    prefill = self._executable(
+        "prefill", functools.partial(self._prefill, num_samples=num_samples, max_new_tokens=max_new_tokens),
+        (params, *args), key_extra=(num_samples, max_new_tokens),
+        description=f"prompts={batch.batch_size} prompt_bucket={batch.length} num_samples={num_samples} "
+                    f"max_new_tokens={max_new_tokens} image_patches={patches[0]} video_patches={patches[1]}")
+    cache, state = prefill(params, *args)
+    return Prefilled(batch, num_samples, max_new_tokens, cache, state)
+
+  def decode(self, params, prefilled: Prefilled, *, key: Array, controls: SamplingControls,
+             stop_token_ids: Sequence[Sequence[int]] | None = None) -> SampleOutput:
+    """Runs the decode loop from a `prefill` (whose cache it consumes); arguments as `__call__`."""
+    if controls.max_new_tokens != prefilled.max_new_tokens:
+      raise ValueError(f"controls.max_new_tokens={controls.max_new_tokens} differs from the "
+                       f"max_new_tokens={prefilled.max_new_tokens} the cache was prefilled for")
+    batch, static = prefilled.prompts, controls.static()
+    stop_ids = self._stop_id_rows(controls, stop_token_ids, batch.batch_size, prefilled.num_samples)
+    args = (key, jnp.float32(controls.temperature), jnp.float32(controls.top_p), self._put(stop_ids, batch_axis=0),
+            self._put(self._forbidden_mask(controls), batch_axis=None))
+    decode = self._executable(
+        "decode", functools.partial(self._decode, static=static), (params, prefilled.cache, prefilled.state, *args),
+        key_extra=(static,), donate_argnums=(1,),
+        description=f"rows={stop_ids.shape[0]} cache_len={batch.length + static.max_new_tokens} {static}")
+    (tokens, logprobs, lengths, finished, entropy), _ = decode(params, prefilled.cache, prefilled.state, *args)
+    return SampleOutput(tokens=tokens, logprobs=logprobs, lengths=lengths, finished=finished, truncated=~finished,
+                        entropy=entropy, prompts=batch, num_samples=prefilled.num_samples, pad_id=self.pad_id,
+                        temperature=controls.temperature)
+
+  # ------------------------------------------------------------------ host-side inputs
+
+  def _stop_id_rows(self, controls: SamplingControls, per_prompt, num_prompts: int, num_samples: int) -> np.ndarray:
+    """int32 [B*G, S]: each row's stop ids, padded with -1 (matches no token)."""
+    if per_prompt is None:
+      per_prompt = [controls.resolved_stop_ids(self.config)] * num_prompts
+    elif len(per_prompt) != num_prompts:
+      raise ValueError(f"stop_token_ids has {len(per_prompt)} entries for {num_prompts} prompts")
+    width = max(1, max(len(ids) for ids in per_prompt))
+    table = np.full((num_prompts, width), -1, np.int32)
+    for row, ids in enumerate(per_prompt):
+      self._check_ids(ids, "stop_token_ids")
+      table[row, :len(ids)] = ids
+    return np.repeat(table, num_samples, axis=0)
+
+  def _forbidden_mask(self, controls: SamplingControls) -> np.ndarray:
+    """bool [vocab]: True for the tokens that must never be sampled."""
+    vocab = self.config.text.vocab_size
+    ids = controls.resolved_forbidden_ids(self.config)
+    self._check_ids(ids, "forbidden_token_ids")
+    mask = np.zeros(vocab, bool)
+    mask[list(ids)] = True
+    if mask.all():
+      raise ValueError(f"forbidden_token_ids forbid the whole vocabulary of {vocab} tokens")
+    return mask
+
+  def _check_ids(self, ids, what: str) -> None:
+    vocab = self.config.text.vocab_size
+    bad = [int(i) for i in ids if not 0 <= int(i) < vocab]
+    if bad:
+      raise ValueError(f"{what} {bad} are outside the vocabulary [0, {vocab})")
+
+  def _put(self, array: np.ndarray, batch_axis: int | None) -> Array:
+    """Places a host array on the mesh: split over the batch mesh axes along `batch_axis` when
+    its size divides evenly, else replicated. Without a mesh: the default device."""
+    if self.mesh is None:
+      return jnp.asarray(array)
+    from r1jax import sharding  # pylint: disable=g-import-not-at-top
+    spec = PartitionSpec()
+    if batch_axis is not None:
+      batch_spec = sharding.batch_sharding(self.mesh, self.rules).spec
+      shards = int(np.prod([self.mesh.shape[a] for a in jax.tree_util.tree_leaves(tuple(batch_spec))]))
+      if array.shape[batch_axis] % shards == 0:
+        spec = PartitionSpec(*([None] * batch_axis + list(batch_spec)))
+    array = np.asarray(array)
+    return jax.make_array_from_callback(array.shape, NamedSharding(self.mesh, spec), lambda index: array[index])
+
+  def _prefill_args(self, batch: PromptBatch) -> tuple:
+    """Device inputs of the prefill: ids, mask, positions, decode deltas, vision inputs."""
+    positions_axis = 1 if batch.positions.ndim == 3 else 0
+    args = (self._put(batch.input_ids, 0), self._put(batch.attention_mask, 0),
+            self._put(batch.positions, positions_axis), self._put(batch.decode_deltas, 0))
+    if not self.config.is_multimodal:
+      return args
+    from r1jax.models.vision import vision_grid  # pylint: disable=g-import-not-at-top
+    vision = []
+    for pixels, grid in ((batch.pixel_values, batch.image_grid_thw),
+                         (batch.pixel_values_videos, batch.video_grid_thw)):
+      if pixels is None:
+        vision += [None, None]
+      else:
+        layout = vision_grid(self.config.vision, grid)
+        vision += [self._put(pixels, None), jax.tree.map(lambda x: self._put(x, None), layout)]
+    return args + tuple(vision)
+
+  # ------------------------------------------------------------------ compilation cache
+
+  def _tracing_context(self):
+    # The mesh only, not flax's logical rules: under the rules, flax's shape check of a
+    # DenseGeneral kernel constrains the flattened kernel with the 3-axis names and fails (see
+    # `r1jax.models.layers.param_with_axes`). Shardings then come from the params, the batch and
+    # the explicit constraints of `_constrain`, and XLA propagates them through the model.
+    return contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh)
+
+  def _constrain(self, x: Array, names: Sequence[str | None]) -> Array:
+    """Sharding constraint by logical axis names (dimensions that do not divide stay whole)."""
+    if self.mesh is None:
+      return x
+    from r1jax import sharding  # pylint: disable=g-import-not-at-top
+    return jax.lax.with_sharding_constraint(x, sharding.logical_sharding(self.mesh, names, self.rules, x.shape))
+
+  def _executable(self, name: str, function: Callable, args: tuple, key_extra: tuple, description: str,
+                  donate_argnums: tuple[int, ...] = ()) -> Callable:
+    """The compiled `function` for these argument shapes/shardings; compiles (and logs) when new."""
+    key = (name, key_extra, _signature(args))
+    if key not in self._executables:
+      start = time.perf_counter()
+      with self._tracing_context():
+        self._executables[key] = jax.jit(function, donate_argnums=donate_argnums).lower(*args).compile()
+      self.compile_events.append(CompileEvent(name, key, time.perf_counter() - start))
+      _log.info("sampling: compiled %s #%d for %s in %.2f s", name,
+                sum(e.function == name for e in self.compile_events), description, self.compile_events[-1].seconds)
+    return self._executables[key]
+
+  # ------------------------------------------------------------------ jitted bodies
+
+  def _prefill(self, params, input_ids, attention_mask, positions, decode_deltas, pixel_values=None,
+               image_grid=None, pixel_values_videos=None, video_grid=None, *, num_samples: int,
+               max_new_tokens: int):
+    """Prompts [B, P] -> (decode cache [B*G, P + max_new], decode state).
+
+    Returns:
+      cache: {"k", "v"}: per-layer (or stacked, for scanned models) [B*G, P + max_new, kv_heads,
+        head_dim]. state: logits [B*G, vocab] of the first completion token, attention_mask
+        [B*G, P + max_new], start_positions [B*G] (position of completion token 0).
+    """
+    batch, length = input_ids.shape
+    cache = init_cache(self.config, batch, length, per_layer=not self.config.scan_layers)
+
+    def forward(module, input_ids, attention_mask, positions, cache):
+      if pixel_values is None and pixel_values_videos is None:
+        hidden, cache = _language_model(module)(input_ids, positions=positions, attention_mask=attention_mask,
+                                                cache=cache, return_hidden=True)
+      else:
+        image_embeds = None if pixel_values is None else module.encode_vision(pixel_values, image_grid)
+        video_embeds = (None if pixel_values_videos is None
+                        else module.encode_vision(pixel_values_videos, video_grid))
+        hidden, cache = module(input_ids, attention_mask=attention_mask, positions=positions, image_embeds=image_embeds,
+                               video_embeds=video_embeds, cache=cache, return_hidden=True)
+      # Only the last slot's logits are needed: every row's last prompt token is there (left padding).
+      return _language_model(module).logits(hidden[:, -1:])[:, 0], cache
+
+    logits, cache = self.model.apply(params, input_ids, attention_mask, positions, cache, method=forward)
+    expand = lambda x: self._constrain(_expand_cache(x, num_samples, max_new_tokens),
+                                       (None,) * (x.ndim - 4) + ("act_batch", None, "act_kv_heads", None))
+    cache = jax.tree.map(expand, cache)
+    repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
+    mask = jnp.concatenate([repeat(attention_mask), jnp.ones((batch * num_samples, max_new_tokens), bool)], axis=1)
+    state = {"logits": self._constrain(repeat(logits), ("act_batch", "act_vocab")),
+             "attention_mask": self._constrain(mask, ("act_batch", None)),
+             "start_positions": self._constrain(repeat(length + decode_deltas).astype(jnp.int32), ("act_batch",))}
+    return cache, state
+
+  def _decode(self, params, cache, state, key, temperature, top_p, stop_ids, forbidden, *, static: StaticControls):
+    """The decode loop. Returns ((tokens, logprobs, lengths, finished, entropy), final cache).
+
+    Loop invariant: `t` completion tokens have been chosen; step t feeds token t - 1 at cache
+    slot P + t - 1 and chooses token t from the logits it returns.
+    """
+    logits, mask, start = state["logits"], state["attention_mask"], state["start_positions"]
+    rows, max_new = logits.shape[0], static.max_new_tokens
+    prompt_length = mask.shape[1] - max_new
+
+    def choose(t, logits, outputs):
+      tokens, logprobs, entropy, lengths, finished = outputs
+      token = selection.choose_tokens(logits, jax.random.fold_in(key, t), greedy=static.greedy, top_k=static.top_k,
+                                      use_top_p=static.use_top_p, temperature=temperature, top_p=top_p,
+                                      forbidden=forbidden)
+      logprob, token_entropy = selection.token_logprob_and_entropy(logits, token, temperature, static.return_entropy)
+      active = ~finished  # Rows that already stopped get padding.
+      write = lambda buffer, column, fill: jax.lax.dynamic_update_slice(
+          buffer, jnp.where(active, column, fill)[:, None].astype(buffer.dtype), (0, t))
+      token = jnp.where(active, token, self.pad_id)
+      tokens, logprobs = write(tokens, token, self.pad_id), write(logprobs, logprob, 0.0)
+      if static.return_entropy:
+        entropy = write(entropy, token_entropy, 0.0)
+      stopped = jnp.any(token[:, None] == stop_ids, axis=-1)
+      return tokens, logprobs, entropy, lengths + active.astype(jnp.int32), finished | (active & stopped)
+
+    outputs = (jnp.full((rows, max_new), self.pad_id, jnp.int32), jnp.zeros((rows, max_new), jnp.float32),
+               jnp.zeros((rows, max_new), jnp.float32) if static.return_entropy else None,
+               jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
+    outputs = choose(0, logits, outputs)
+
+    def running(loop):
+      t, _, outputs = loop
+      return (t < max_new) & ~jnp.all(outputs[4])
+
+    def step(loop):
+      t, cache, outputs = loop
+      previous = jax.lax.dynamic_slice(outputs[0], (0, t - 1), (rows, 1))
+      positions = (start + t - 1)[:, None]
+      logits, cache = self.model.apply(
+          params, previous, positions=positions, attention_mask=mask, cache=cache, cache_index=prompt_length + t - 1,
+          method=lambda module, *args, **kwargs: _language_model(module)(*args, **kwargs))
+      return t + 1, cache, choose(t, logits[:, 0], outputs)
+
+    _, cache, (tokens, logprobs, entropy, lengths, finished) = jax.lax.while_loop(
+        running, step, (jnp.int32(1), cache, outputs))
+    return (tokens, logprobs, lengths, finished, entropy), cache

@@ -1,0 +1,109 @@
+"""From data-pipeline batches to sampler prompts and learner sequences (host NumPy).
+
+The data pipeline packs vision inputs across rows (`image_counts` / `video_counts`); the sampler
+takes one `Prompt` per row; the learner takes prompt + completion rows with M-RoPE positions and,
+for the jitted vision tower, `VisionGrid`s instead of `grid_thw` (their values set shapes).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from r1jax.models import vlm
+from r1jax.models.vision import vision_grid
+from r1jax.sampling import Prompt, SampleOutput, learner_inputs
+
+
+def _split(values, counts):
+  if values is None or counts is None:
+    return [None] * (0 if counts is None else len(counts))
+  return np.split(np.asarray(values), np.cumsum(counts)[:-1])
+
+
+class SequenceBuilder:
+
+  def __init__(self, model):
+    self.model = model
+    self.config = model.config
+    self.pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+
+  # ------------------------------------------------------------------ sampler side
+
+  def prompts(self, batch: dict[str, Any]) -> list[Prompt]:
+    """One `Prompt` per row of a data-pipeline prompt batch (padding removed)."""
+    n = len(batch["input_ids"])
+    image_grids = _split(batch.get("image_grid_thw"), batch.get("image_counts"))
+    video_grids = _split(batch.get("video_grid_thw"), batch.get("video_counts"))
+    image_pixels = self._split_pixels(batch.get("pixel_values"), image_grids)
+    video_pixels = self._split_pixels(batch.get("pixel_values_videos"), video_grids)
+    seconds = _split(batch.get("second_per_grid_ts"), batch.get("video_counts"))
+    out = []
+    for r in range(n):
+      ids = np.asarray(batch["input_ids"][r])[np.asarray(batch["attention_mask"][r]).astype(bool)]
+      out.append(Prompt(
+          input_ids=ids,
+          pixel_values=image_pixels[r] if image_pixels else None,
+          image_grid_thw=image_grids[r] if image_grids and len(image_grids[r]) else None,
+          pixel_values_videos=video_pixels[r] if video_pixels else None,
+          video_grid_thw=video_grids[r] if video_grids and len(video_grids[r]) else None,
+          second_per_grid_ts=seconds[r] if seconds and len(seconds[r]) else None))
+    return out
+
+  @staticmethod
+  def _split_pixels(pixels, grids):
+    if pixels is None or not grids:
+      return []
+    patches = [int(np.prod(g, axis=1).sum()) if len(g) else 0 for g in grids]
+    return [p if len(p) else None for p in np.split(np.asarray(pixels), np.cumsum(patches)[:-1])]
+
+  # ------------------------------------------------------------------ learner side
+
+  def learner_batch(self, batch: dict[str, Any], output: SampleOutput, num_samples: int) -> dict[str, Any]:
+    """Rows prompt-major (row = prompt * G + g): prompt + completion, masks, positions, vision,
+    the sampler's log-probs, and each prompt's ground truth / reward context repeated G times."""
+    inputs = learner_inputs(output)
+    completion_len = output.tokens.shape[1]
+    out = {
+        "input_ids": np.asarray(inputs.input_ids),
+        "attention_mask": np.asarray(inputs.attention_mask),
+        "positions": np.asarray(inputs.positions),
+        "completion_mask": np.asarray(inputs.completion_mask)[:, -completion_len:],
+        "completion_ids": np.asarray(output.tokens),
+        "sampler_logprobs": np.asarray(output.logprobs, np.float32),
+    }
+    for key, value in inputs.vision.items():
+      out[key] = np.asarray(value)
+    repeat = np.repeat(np.arange(len(batch["input_ids"])), num_samples)
+    for key in ("image_counts", "video_counts"):
+      if key in batch and batch[key] is not None and out.get("pixel_values" if key == "image_counts"
+                                                             else "pixel_values_videos") is not None:
+        out[key] = np.asarray(batch[key])[repeat]
+    for key in ("ground_truth", "reward_context", "example_id"):
+      if key in batch:
+        out[key] = [batch[key][r] for r in repeat]
+    return out
+
+  def with_positions(self, batch: dict[str, Any]) -> dict[str, Any]:
+    """Adds `positions` to an SFT batch: 0..n-1 over real tokens, or M-RoPE ids for Qwen2.5-VL."""
+    mask = np.asarray(batch["attention_mask"]).astype(bool)
+    if self.config.is_multimodal:
+      positions, _ = vlm.get_rope_index(self.config, batch["input_ids"], batch.get("image_grid_thw"),
+                                        batch.get("video_grid_thw"), batch.get("second_per_grid_ts"), mask)
+    else:
+      positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    return dict(batch, positions=np.asarray(positions, np.int32))
+
+  def device_vision(self, batch: dict[str, Any]) -> dict[str, Any]:
+    """Replaces grid_thw arrays by `VisionGrid`s (host-computed window/segment layout) for jit."""
+    out = dict(batch)
+    for key in ("image_grid_thw", "video_grid_thw"):
+      grid = out.get(key)
+      if grid is not None and len(grid):
+        out[key] = vision_grid(self.config.vision, np.asarray(grid))
+      else:
+        out.pop(key, None)
+        out.pop("pixel_values" if key == "image_grid_thw" else "pixel_values_videos", None)
+    out.pop("second_per_grid_ts", None)  # only get_rope_index needs it; positions are precomputed
+    return out
+
