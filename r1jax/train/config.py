@@ -2,8 +2,8 @@
 
 A recipe's `get_config(arg)` starts from `default_config()` and sets what differs. Every key
 below is documented where it is defined; README's config reference is generated from here.
-`stages` lets one command run several stages in order (e.g. SFT then GRPO): each stage is a
-ConfigDict of overrides applied on top of the base config, runs in `<workdir>/<stage name>`, and
+`stages` lets one command run several stages in `stage_order` (e.g. SFT then GRPO): each stage
+is a ConfigDict of overrides applied on top of the base config, runs in `<workdir>/<stage name>`, and
 starts from the previous stage's final checkpoint.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ def default_config() -> ConfigDict:
   c.stage = "grpo"  # "grpo" (sample -> reward -> advantage -> update) or "sft" (teacher-forced CE)
   c.init_from = ""  # an HF folder, or an r1jax `checkpoints` folder; "" = random init from `model`
   c.tokenizer = ""  # local tokenizer folder; "" = init_from when it is an HF folder
-  c.stages = ConfigDict()  # name -> overrides, run in insertion order (see module docstring)
+  c.stages = ConfigDict()  # name -> overrides (see module docstring)
+  c.stage_order = ()  # the names of `stages` in run order (ConfigDict sorts its keys)
 
   c.model = ConfigDict()
   c.model.preset = ""  # r1jax.models.PRESETS name, used for random init when init_from is ""
@@ -100,23 +101,31 @@ def default_config() -> ConfigDict:
 _FREE_FORM = {("model", "hf_config"), ("data",), ("eval",), ("stages",), ("mesh", "rules")}
 
 
-def validate(config: ConfigDict, reference: ConfigDict | None = None, path: tuple[str, ...] = ()) -> None:
-  """Raises ValueError naming the first key of `config` that `default_config()` lacks."""
-  reference = default_config() if reference is None else reference
+def validate(config: ConfigDict) -> None:
+  """Raises ValueError naming the first key of `config` (or of a stage's overrides) that
+  `default_config()` lacks, with the closest valid key as a hint."""
+  reference = default_config()
+  _check(config, reference, (), ())
+  for name, overrides in config.get("stages", {}).items():
+    _check(overrides, reference, (), ("stages", name))
+  if sorted(config.get("stage_order", ())) != sorted(config.get("stages", {}).keys()):
+    raise ValueError(f"config.stage_order={tuple(config.stage_order)} must name every stage of config.stages "
+                     f"({sorted(config.stages.keys())}) once")
+
+
+def _check(config, reference: ConfigDict, path: tuple[str, ...], shown: tuple[str, ...]) -> None:
   for key in config.keys():
     full = path + (key,)
     if key not in reference:
       close = difflib.get_close_matches(key, list(reference.keys()), n=1)
-      hint = f"; did you mean {'.'.join(path + (close[0],))!r}?" if close else ""
-      raise ValueError(f"unknown config key {'.'.join(full)!r}{hint}")
+      hint = f"; did you mean {'.'.join(shown + path + (close[0],))!r}?" if close else ""
+      raise ValueError(f"unknown config key {'.'.join(shown + full)!r}{hint}")
     if full in _FREE_FORM:
       continue
     if isinstance(reference[key], ConfigDict):
       if not isinstance(config[key], (ConfigDict, dict)):
-        raise ValueError(f"config key {'.'.join(full)!r} must be a section, got {config[key]!r}")
-      validate(ConfigDict(config[key]) if isinstance(config[key], dict) else config[key], reference[key], full)
-  for name, overrides in config.get("stages", {}).items():
-    validate(overrides, reference, ("stages", name))
+        raise ValueError(f"config key {'.'.join(shown + full)!r} must be a section, got {config[key]!r}")
+      _check(config[key], reference[key], full, shown)
 
 
 def stage_configs(config: ConfigDict) -> list[tuple[str, ConfigDict]]:
@@ -124,10 +133,10 @@ def stage_configs(config: ConfigDict) -> list[tuple[str, ConfigDict]]:
   if not config.stages:
     return [(config.stage, config)]
   result = []
-  for name, overrides in config.stages.items():
+  for name in config.stage_order:
     stage = ConfigDict(config.to_dict())
-    stage.stages = ConfigDict()
-    _merge(stage, overrides)
+    stage.stages, stage.stage_order = ConfigDict(), ()
+    _merge(stage, config.stages[name])
     result.append((name, stage))
   return result
 

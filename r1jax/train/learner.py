@@ -124,7 +124,7 @@ def apply_update(tx: optax.GradientTransformation, state: TrainState, grads_sum,
   """
   scale = 1.0 / jnp.maximum(count, 1.0)
   grads = jax.tree_util.tree_map(lambda g: g * scale, grads_sum)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
   safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
   updates, new_opt_state = tx.update(safe_grads, state.opt_state, state.params)

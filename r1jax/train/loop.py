@@ -126,8 +126,9 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
 
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(dict(config.mesh.rules) if config.mesh.rules else None)
+  # Placement needs only the mesh; the models' activation constraints need the context below.
+  model, params, tokenizer = build_policy(config, mesh, rules)
   with sharding.use_mesh(mesh, rules):
-    model, params, tokenizer = build_policy(config, mesh, rules)
     total_steps = config.train.steps
     tx = optim.make_optimizer(config.optim, params, total_steps)
     state = jax.jit(lambda p: learner.create_state(p, tx, jax.random.PRNGKey(config.seed)))(params)

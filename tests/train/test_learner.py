@@ -1,0 +1,104 @@
+"""Learner pieces: guarded updates, optimizer freezing, row operations, dynamic sampling."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from r1jax.rewards.base import RewardResult
+from r1jax.train import learner, optim, rows
+from r1jax.train.config import default_config
+from r1jax.train.rollout import collect_rollout
+
+
+def _state():
+  params = {"params": {"w": jnp.ones((3,)), "visual": {"k": jnp.ones((2,))}}}
+  tx = optax.sgd(0.1)
+  return learner.create_state(params, tx, jax.random.PRNGKey(0)), tx
+
+
+def test_nonfinite_update_is_skipped_and_counted():
+  state, tx = _state()
+  grads = {"params": {"w": jnp.array([1.0, jnp.nan, 0.0]), "visual": {"k": jnp.ones((2,))}}}
+  new, stats = learner.apply_update(tx, state, grads, jnp.float32(1.0), jnp.float32(1.0))
+  assert bool(stats["skipped"]) and int(new.step) == 1
+  np.testing.assert_array_equal(new.params["params"]["w"], np.ones(3))
+  state, tx = _state()
+  grads = jax.tree_util.tree_map(jnp.ones_like, state.params)
+  new, stats = learner.apply_update(tx, state, grads, jnp.float32(4.0), jnp.float32(2.0))
+  assert not bool(stats["skipped"])
+  np.testing.assert_allclose(new.params["params"]["w"], np.full(3, 1 - 0.1 * 0.5))  # grads / count
+
+
+def test_freeze_by_regex_keeps_matching_params_fixed():
+  config = default_config().optim
+  config.learning_rate, config.freeze = 0.1, ("visual/.*",)
+  params = {"params": {"w": jnp.ones((3,)), "visual": {"k": jnp.ones((2,))}}}
+  tx = optim.make_optimizer(config, params, total_steps=10)
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert np.all(np.asarray(updates["params"]["visual"]["k"]) == 0)
+  assert np.all(np.asarray(updates["params"]["w"]) != 0)
+  config.freeze = ("nothing/.*",)
+  with pytest.raises(ValueError, match="matches no parameter"):
+    optim.make_optimizer(config, params, total_steps=10)
+
+
+def test_take_rows_keeps_packed_vision_consistent():
+  batch = {
+      "input_ids": np.arange(6).reshape(3, 2), "attention_mask": np.ones((3, 2), bool), "image_counts": np.array([1, 0, 2]),
+      "image_grid_thw": np.array([[1, 2, 2], [1, 1, 2], [1, 2, 1]]),
+      "pixel_values": np.arange(8)[:, None].astype(np.float32), "ground_truth": ["a", "b", "c"],
+  }
+  out = rows.take_rows(batch, [2, 0, 2])
+  assert out["ground_truth"] == ["c", "a", "c"]
+  np.testing.assert_array_equal(out["image_counts"], [2, 1, 2])
+  np.testing.assert_array_equal(out["image_grid_thw"], [[1, 1, 2], [1, 2, 1], [1, 2, 2], [1, 1, 2], [1, 2, 1]])
+  np.testing.assert_array_equal(out["pixel_values"][:, 0], [4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7])
+  both = rows.concat_rows([rows.take_rows(batch, [0]), rows.left_pad_to(rows.take_rows(batch, [1]), 4, 9)], 9)
+  np.testing.assert_array_equal(both["input_ids"], [[9, 9, 0, 1], [9, 9, 2, 3]])
+
+
+def _fake_rollout_inputs(rewards_per_round, group_size=2):
+  """A sample() whose completion text is the reward it should get, one prompt batch per round."""
+  rounds = iter(rewards_per_round)
+
+  def sample(prompts, key):
+    values = next(rounds)
+    n = len(values)
+    batch = {"input_ids": np.zeros((n, 3), np.int32), "attention_mask": np.ones((n, 3), bool),
+             "positions": np.zeros((n, 3), np.int32), "completion_mask": np.ones((n, 2), bool),
+             "completion_ids": np.array([[v, 0] for v in values]), "sampler_logprobs": np.zeros((n, 2), np.float32),
+             "ground_truth": [{}] * n, "reward_context": [{}] * n}
+    return batch, {}
+
+  def reward(completion, ground_truth, **context):
+    return RewardResult(float(completion), {"value": float(completion)})
+
+  config = ml_collections.ConfigDict(dict(dynamic_sampling=True, max_sampling_rounds=3, overlong_buffer=0,
+                                          overlong_penalty=1.0, advantage="grpo"))
+  sampling = ml_collections.ConfigDict(dict(num_samples=group_size, max_new_tokens=2))
+  reward_config = ml_collections.ConfigDict(dict(timeout_s=5.0, num_workers=1))
+  return dict(sample=sample, prompt_batches=iter(lambda: {}, None), reward_fn=reward,
+              decode=lambda ids: [str(int(r[0])) for r in ids], rl_config=config, sampling_config=sampling,
+              reward_config=reward_config, rng=jax.random.PRNGKey(0), pad_id=0)
+
+
+def test_dynamic_sampling_keeps_only_groups_with_variance():
+  # Round 1: groups (1,1) flat, (0,1) varied; round 2: (0,0) flat, (1,0) varied.
+  inputs = _fake_rollout_inputs([[1, 1, 0, 1], [0, 0, 1, 0]])
+  rollout = collect_rollout(groups_wanted=2, **inputs)
+  assert rollout.metrics["rollout/rounds"] == 2
+  np.testing.assert_array_equal(rollout.rewards, [[0, 1], [1, 0]])
+  assert np.all(rollout.batch["completion_mask"].any(axis=1))
+  assert np.all(np.abs(rollout.batch["advantages"]) > 0.5)
+
+
+def test_dynamic_sampling_stops_at_its_cap_and_pads_with_masked_groups():
+  inputs = _fake_rollout_inputs([[1, 1, 0, 1], [0, 0, 1, 1], [2, 2, 3, 3]])
+  rollout = collect_rollout(groups_wanted=3, **inputs)
+  assert rollout.metrics["rollout/rounds"] == 3  # the cap
+  assert rollout.metrics["rollout/filler_groups"] == 2
+  mask = rollout.batch["completion_mask"].reshape(3, 2, -1).any(axis=(1, 2))
+  np.testing.assert_array_equal(mask, [True, False, False])  # fillers add nothing to the loss
