@@ -13,6 +13,7 @@ from r1jax.rewards import (  # noqa: F401  (importing a recipe module registers 
     omni_r1,
     sanity,
     satori,
+    scorer,
     star_r1,
     three_d_r1,
     xiangqi,
