@@ -1,6 +1,6 @@
 """Sampling throughput: r1jax's KV-cache sampler vs transformers' `generate` (PyTorch CPU).
 
-    python benchmarks/sampling.py                       # ~100M Qwen2.5-shaped model + tiny Qwen2.5-VL
+    python benchmarks/sampling.py                       # ~100M Qwen2.5-shaped model + tiny Qwen2.5-VL (~5-8 min)
     python benchmarks/sampling.py --models text --prompts 4 --samples 8 --prompt-len 256 --new-tokens 256
 
 Both systems get the same random weights (a transformers model saved with `save_pretrained` and
@@ -8,7 +8,8 @@ loaded by r1jax), the same prompts, temperature-1 sampling over the full vocabul
 --new-tokens new tokens per row (no stop token; transformers with min_new_tokens). transformers
 expands every prompt --samples times before its prefill (`num_return_sequences`); r1jax
 prefills each prompt once. Tokens/s counts the B*G*new_tokens completion tokens over the wall
-time of one whole call (prefill + decode), after compilation for r1jax (reported separately).
+time of one whole call (prefill + decode), after compilation for r1jax (reported separately);
+the two systems' calls alternate and the best of --repeats is reported.
 
 The roofline line divides the bytes a decode step must move (all weights + the whole static KV
 cache it attends over) by a measured memory bandwidth, and the step's FLOPs by a measured matmul
@@ -83,58 +84,56 @@ def hf_inputs(model, prompts: list[dict]) -> dict:
   return inputs
 
 
-def run_transformers(model, prompts, samples: int, new_tokens: int, repeats: int) -> tuple[float, int]:
-  """(best wall seconds of `generate` (sampling, num_return_sequences=samples), torch threads used).
+def transformers_runner(model, prompts, samples: int, new_tokens: int):
+  """(a function timing one `generate` call (sampling, num_return_sequences=samples), torch threads).
 
   torch's OpenMP threads stall when other processes share the cores, so a short generate with 1
-  thread and with all cores picks the faster setting for the timed runs.
+  thread and with all cores picks the faster setting first.
   """
   inputs = hf_inputs(model, prompts)
   kwargs = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=samples,
                 pad_token_id=0, eos_token_id=None)
+  expected_shape = (len(prompts) * samples, prompts[0]["input_ids"].size + new_tokens)
 
-  def generate(max_new_tokens):
+  def generate(max_new_tokens: int = new_tokens) -> float:
     start = time.perf_counter()
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, **kwargs)
-    return time.perf_counter() - start, out
+    with torch.no_grad():
+      out = model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, **kwargs)
+    seconds = time.perf_counter() - start
+    assert max_new_tokens != new_tokens or out.shape == expected_shape, out.shape
+    return seconds
 
-  with torch.no_grad():
-    calibration = {}
-    for threads in sorted({1, os.cpu_count()}):
-      torch.set_num_threads(threads)
-      generate(2)  # Warm-up: allocator, first calls.
-      calibration[threads] = generate(4)[0]
-    threads = min(calibration, key=calibration.get)
+  calibration = {}
+  for threads in sorted({1, os.cpu_count()}):
     torch.set_num_threads(threads)
-    best = float("inf")
-    for _ in range(repeats):
-      seconds, out = generate(new_tokens)
-      best = min(best, seconds)
-  assert out.shape == (len(prompts) * samples, prompts[0]["input_ids"].size + new_tokens), out.shape
-  return best, threads
+    generate(2)  # Warm-up: allocator, first calls.
+    calibration[threads] = generate(4)
+  threads = min(calibration, key=calibration.get)
+  torch.set_num_threads(threads)
+  return generate, threads
 
 
-def run_r1jax(model, params, prompts, samples: int, new_tokens: int, repeats: int) -> dict:
-  """Compile seconds, and the best total / prefill / decode wall seconds of the sampler."""
+def r1jax_runner(model, params, prompts, samples: int, new_tokens: int):
+  """(a function timing one sampler call as {total, prefill, decode} seconds, compile stats)."""
   sampler = Sampler(model)
   controls = SamplingControls(max_new_tokens=new_tokens, temperature=1.0, stop_token_ids=())
   start = time.perf_counter()
   jax.block_until_ready(sampler(params, prompts, key=jax.random.key(0), num_samples=samples, controls=controls).tokens)
-  first_call = time.perf_counter() - start
-  compile_seconds = sum(e.seconds for e in sampler.compile_events)
-  best = {"total": float("inf"), "prefill": float("inf"), "decode": float("inf")}
-  for repeat in range(repeats):
+  compile_stats = {"compile": sum(e.seconds for e in sampler.compile_events), "first_call": time.perf_counter() - start}
+  calls = iter(range(1, 1 << 30))
+
+  def sample() -> dict:
     start = time.perf_counter()
     prefilled = sampler.prefill(params, prompts, num_samples=samples, max_new_tokens=new_tokens)
     jax.block_until_ready(prefilled.state)
     middle = time.perf_counter()
-    out = sampler.decode(params, prefilled, key=jax.random.key(repeat + 1), controls=controls)
+    out = sampler.decode(params, prefilled, key=jax.random.key(next(calls)), controls=controls)
     jax.block_until_ready(out.tokens)
     end = time.perf_counter()
-    for name, seconds in (("total", end - start), ("prefill", middle - start), ("decode", end - middle)):
-      best[name] = min(best[name], seconds)
-  assert int(np.asarray(out.lengths).min()) == new_tokens
-  return {"compile": compile_seconds, "first_call": first_call, **best}
+    assert int(np.asarray(out.lengths).min()) == new_tokens
+    return {"total": end - start, "prefill": middle - start, "decode": end - middle}
+
+  return sample, compile_stats
 
 
 def memory_bandwidth() -> float:
@@ -187,8 +186,7 @@ def main() -> None:
   parser.add_argument("--samples", type=int, default=8)
   parser.add_argument("--prompt-len", type=int, default=256)
   parser.add_argument("--new-tokens", type=int, default=256)
-  parser.add_argument("--repeats", type=int, default=2, help="timed r1jax calls (best is reported)")
-  parser.add_argument("--hf-repeats", type=int, default=1, help="timed transformers calls")
+  parser.add_argument("--repeats", type=int, default=2, help="timed calls of each system, alternating; best reported")
   args = parser.parse_args()
   torch.manual_seed(0)
   bandwidth, flops_per_second = memory_bandwidth(), matmul_throughput()
@@ -204,8 +202,14 @@ def main() -> None:
       model, params = models.load_pretrained(path)
     prompts = make_prompts(np.random.default_rng(0), args.prompts, args.prompt_len)
     tokens = args.prompts * args.samples * args.new_tokens
-    ours = run_r1jax(model, params, prompts, args.samples, args.new_tokens, args.repeats)
-    theirs, threads = run_transformers(reference, prompts, args.samples, args.new_tokens, args.hf_repeats)
+    sample, ours = r1jax_runner(model, params, prompts, args.samples, args.new_tokens)
+    generate, threads = transformers_runner(reference, prompts, args.samples, args.new_tokens)
+    # Alternate the two so that both see the same load from whatever else runs on the machine.
+    timings, theirs = [], float("inf")
+    for _ in range(args.repeats):
+      timings.append(sample())
+      theirs = min(theirs, generate())
+    ours.update(min(timings, key=lambda t: t["total"]))
     rows = args.prompts * args.samples
     step_bytes, step_flops = decode_step_cost(model.config, rows, args.prompt_len + args.new_tokens)
     step = ours["decode"] / args.new_tokens

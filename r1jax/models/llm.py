@@ -36,6 +36,28 @@ def init_cache(config: ModelConfig, batch: int, cache_len: int, dtype=None, per_
   return {name: jnp.zeros((t.num_layers,) + shape, dtype) for name in ("k", "v")}
 
 
+def decode_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+  """`dot_product_attention` for one query token per row, over a cache in its own layout.
+
+  A dot_general over [batch, cache_len, kv_heads, head_dim] keys/values makes XLA transpose
+  the whole cache to put (batch, kv_heads) first on every decode step; multiply-reduce reads it
+  once instead (~15% of a CPU decode step of a 100M model with a 512-slot cache).
+
+  Args:
+    q: [batch, 1, heads, head_dim]; k, v: [batch, cache_len, kv_heads, head_dim];
+    mask: bool [batch, 1, cache_len]. A row with no visible slot outputs zeros.
+  """
+  batch, _, heads, head_dim = q.shape
+  kv_heads, dtype = k.shape[2], q.dtype
+  q = q.reshape(batch, 1, kv_heads, heads // kv_heads, head_dim).astype(jnp.float32)
+  scores = jnp.sum(k[:, :, :, None, :].astype(jnp.float32) * q, axis=-1) * head_dim**-0.5  # [b, s, kv, g]
+  visible = mask[:, 0, :, None, None]
+  scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
+  probs = jnp.where(visible.any(axis=1, keepdims=True), jax.nn.softmax(scores, axis=1), 0.0)
+  out = jnp.sum(probs[..., None] * v[:, :, :, None, :].astype(jnp.float32), axis=1)  # [b, kv, g, head_dim]
+  return out.reshape(batch, 1, heads, head_dim).astype(dtype)
+
+
 def attention_visibility(attention_mask: Array, q_len: int, cache_index: Array) -> Array:
   """[batch, q_len, kv_len] bool: causal over cache slots AND the key slot is valid."""
   kv_len = attention_mask.shape[1]
@@ -68,7 +90,8 @@ class Attention(nn.Module):
       k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache_index, 0, 0))
       v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache_index, 0, 0))
       layer_cache = (k, v)
-    out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+    attend = decode_attention if layer_cache is not None and q.shape[1] == 1 else dot_product_attention
+    out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
     out = DenseND(t.hidden_size, ("heads", "head_dim", "embed"), in_dims=2, use_bias=False, dtype=cfg.dtype,
                   param_dtype=cfg.param_dtype, name="o_proj")(out)
     return out, layer_cache

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from r1jax.models import vision, vlm
 from r1jax.models.config import ModelConfig
 
 DEFAULT_MIN_BUCKET = 16
@@ -146,8 +147,6 @@ def batch_prompts(prompts: Sequence, config: ModelConfig, *, pad_id: int,
     ValueError naming the prompt for an empty prompt, a token id outside the vocabulary, vision
     inputs given to a text model, or (via `vlm`) placeholder / feature count mismatches.
   """
-  # Deferred: the vision-language helpers import the vision tower, which text sampling never needs.
-  from r1jax.models import vlm  # pylint: disable=g-import-not-at-top
   prompts = [as_prompt(p) for p in prompts]
   if not prompts:
     raise ValueError("no prompts given")
@@ -174,6 +173,8 @@ def batch_prompts(prompts: Sequence, config: ModelConfig, *, pad_id: int,
     positions = text_positions(mask)
     return PromptBatch(input_ids, mask, positions, vlm.decode_rope_deltas(positions[None], mask)[:, 0], lengths)
 
+  _check_vision_inputs(config, prompts, input_ids)
+
   def packed(name, dtype):
     return _concat([getattr(p, name) for p in prompts], dtype)
 
@@ -185,7 +186,6 @@ def batch_prompts(prompts: Sequence, config: ModelConfig, *, pad_id: int,
   if video_grid is not None:  # Default 1 s per temporal patch, per video, as transformers.
     seconds = np.concatenate([np.ones(len(p.video_grid_thw), np.float32) if p.second_per_grid_ts is None
                               else p.second_per_grid_ts for p in prompts if p.video_grid_thw is not None])
-  _check_vision_inputs(config, prompts, input_ids)
   positions, _ = vlm.get_rope_index(config, input_ids, image_grid, video_grid, seconds, mask)
   return PromptBatch(
       input_ids, mask, positions, vlm.decode_rope_deltas(positions, mask)[:, 0], lengths,
@@ -196,7 +196,6 @@ def batch_prompts(prompts: Sequence, config: ModelConfig, *, pad_id: int,
 
 def _check_vision_inputs(config: ModelConfig, prompts: Sequence[Prompt], input_ids: np.ndarray) -> None:
   """Per prompt: pixels match their grids, and every placeholder token gets one feature row."""
-  from r1jax.models import vision, vlm  # pylint: disable=g-import-not-at-top
   for index, prompt in enumerate(prompts):
     counts = {}
     for kind, pixels, grid in (("image", prompt.pixel_values, prompt.image_grid_thw),

@@ -29,7 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from r1jax import sharding
+from r1jax.models.layers import constrain
 from r1jax.models.llm import init_cache
+from r1jax.models.vision import vision_grid
 from r1jax.sampling import selection
 from r1jax.sampling.controls import SamplingControls, StaticControls
 from r1jax.sampling.outputs import SampleOutput
@@ -220,7 +223,6 @@ class Sampler:
     its size divides evenly, else replicated. Without a mesh: the default device."""
     if self.mesh is None:
       return jnp.asarray(array)
-    from r1jax import sharding  # pylint: disable=g-import-not-at-top
     spec = PartitionSpec()
     if batch_axis is not None:
       batch_spec = sharding.batch_sharding(self.mesh, self.rules).spec
@@ -237,7 +239,6 @@ class Sampler:
             self._put(batch.positions, positions_axis), self._put(batch.decode_deltas, 0))
     if not self.config.is_multimodal:
       return args
-    from r1jax.models.vision import vision_grid  # pylint: disable=g-import-not-at-top
     vision = []
     for pixels, grid in ((batch.pixel_values, batch.image_grid_thw),
                          (batch.pixel_values_videos, batch.video_grid_thw)):
@@ -251,18 +252,8 @@ class Sampler:
   # ------------------------------------------------------------------ compilation cache
 
   def _tracing_context(self):
-    # The mesh only, not flax's logical rules: under the rules, flax's shape check of a
-    # DenseGeneral kernel constrains the flattened kernel with the 3-axis names and fails (see
-    # `r1jax.models.layers.param_with_axes`). Shardings then come from the params, the batch and
-    # the explicit constraints of `_constrain`, and XLA propagates them through the model.
-    return contextlib.nullcontext() if self.mesh is None else jax.set_mesh(self.mesh)
-
-  def _constrain(self, x: Array, names: Sequence[str | None]) -> Array:
-    """Sharding constraint by logical axis names (dimensions that do not divide stay whole)."""
-    if self.mesh is None:
-      return x
-    from r1jax import sharding  # pylint: disable=g-import-not-at-top
-    return jax.lax.with_sharding_constraint(x, sharding.logical_sharding(self.mesh, names, self.rules, x.shape))
+    """The mesh and logical-axis rules, so that the model's activation constraints take effect."""
+    return contextlib.nullcontext() if self.mesh is None else sharding.use_mesh(self.mesh, self.rules)
 
   def _executable(self, name: str, function: Callable, args: tuple, key_extra: tuple, description: str,
                   donate_argnums: tuple[int, ...] = ()) -> Callable:
@@ -306,14 +297,14 @@ class Sampler:
       return _language_model(module).logits(hidden[:, -1:])[:, 0], cache
 
     logits, cache = self.model.apply(params, input_ids, attention_mask, positions, cache, method=forward)
-    expand = lambda x: self._constrain(_expand_cache(x, num_samples, max_new_tokens),
-                                       (None,) * (x.ndim - 4) + ("act_batch", None, "act_kv_heads", None))
+    expand = lambda x: constrain(_expand_cache(x, num_samples, max_new_tokens),
+                                 (None,) * (x.ndim - 4) + ("act_batch", None, "act_kv_heads", None))
     cache = jax.tree.map(expand, cache)
     repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
     mask = jnp.concatenate([repeat(attention_mask), jnp.ones((batch * num_samples, max_new_tokens), bool)], axis=1)
-    state = {"logits": self._constrain(repeat(logits), ("act_batch", "act_vocab")),
-             "attention_mask": self._constrain(mask, ("act_batch", None)),
-             "start_positions": self._constrain(repeat(length + decode_deltas).astype(jnp.int32), ("act_batch",))}
+    state = {"logits": constrain(repeat(logits), ("act_batch", "act_vocab")),
+             "attention_mask": constrain(mask, ("act_batch", None)),
+             "start_positions": constrain(repeat(length + decode_deltas).astype(jnp.int32), ("act_batch",))}
     return cache, state
 
   def _decode(self, params, cache, state, key, temperature, top_p, stop_ids, forbidden, *, static: StaticControls):
@@ -333,14 +324,13 @@ class Sampler:
                                       forbidden=forbidden)
       logprob, token_entropy = selection.token_logprob_and_entropy(logits, token, temperature, static.return_entropy)
       active = ~finished  # Rows that already stopped get padding.
-      write = lambda buffer, column, fill: jax.lax.dynamic_update_slice(
-          buffer, jnp.where(active, column, fill)[:, None].astype(buffer.dtype), (0, t))
       token = jnp.where(active, token, self.pad_id)
-      tokens, logprobs = write(tokens, token, self.pad_id), write(logprobs, logprob, 0.0)
+      write = lambda buffer, column: jax.lax.dynamic_update_slice(buffer, column[:, None].astype(buffer.dtype), (0, t))
+      tokens, logprobs = write(tokens, token), write(logprobs, jnp.where(active, logprob, 0.0))
       if static.return_entropy:
-        entropy = write(entropy, token_entropy, 0.0)
-      stopped = jnp.any(token[:, None] == stop_ids, axis=-1)
-      return tokens, logprobs, entropy, lengths + active.astype(jnp.int32), finished | (active & stopped)
+        entropy = write(entropy, jnp.where(active, token_entropy, 0.0))
+      stopped = active & jnp.any(token[:, None] == stop_ids, axis=-1)
+      return tokens, logprobs, entropy, lengths + active.astype(jnp.int32), finished | stopped
 
     outputs = (jnp.full((rows, max_new), self.pad_id, jnp.int32), jnp.zeros((rows, max_new), jnp.float32),
                jnp.zeros((rows, max_new), jnp.float32) if static.return_entropy else None,

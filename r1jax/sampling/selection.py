@@ -52,6 +52,20 @@ def sorted_nucleus_mask(sorted_scores: Array, top_p: Array | float) -> Array:
   return mass_before < top_p
 
 
+def first_index(condition: Array) -> Array:
+  """int32 [rows]: the first column where `condition` [rows, n] holds, n where it never does.
+
+  A min-reduction: XLA's CPU argmax (a two-operand reduce) is several times slower.
+  """
+  size = condition.shape[-1]
+  return jnp.min(jnp.where(condition, jnp.arange(size, dtype=jnp.int32), size), axis=-1)
+
+
+def argmax(scores: Array) -> Array:
+  """int32 [rows]: `jnp.argmax(scores, axis=-1)` (first maximum) of finite or -inf scores [rows, n]."""
+  return first_index(scores == jnp.max(scores, axis=-1, keepdims=True))
+
+
 def inverse_cdf_sample(scores: Array, uniform: Array) -> Array:
   """int32 [rows]: index drawn from softmax(scores) [rows, n] with one uniform [rows] in [0, 1) per row.
 
@@ -59,9 +73,10 @@ def inverse_cdf_sample(scores: Array, uniform: Array) -> Array:
   """
   probs = jax.nn.softmax(scores, axis=-1)
   cdf = jnp.cumsum(probs, axis=-1)
-  hit = (cdf > (uniform * cdf[:, -1])[:, None]) & (probs > 0)
-  fallback = jnp.argmax(scores, axis=-1)  # Only when rounding left no hit: the most likely entry.
-  return jnp.where(jnp.any(hit, axis=-1), jnp.argmax(hit, axis=-1), fallback).astype(jnp.int32)
+  drawn = first_index((cdf > (uniform * cdf[:, -1])[:, None]) & (probs > 0))
+  # Only when rounding puts the draw past the total: the last entry that has probability.
+  last = jnp.max(jnp.where(probs > 0, jnp.arange(probs.shape[-1], dtype=jnp.int32), 0), axis=-1)
+  return jnp.where(drawn < probs.shape[-1], drawn, last)
 
 
 def choose_tokens(logits: Array, key: Array, *, greedy: bool, top_k: int, use_top_p: bool,
@@ -77,7 +92,7 @@ def choose_tokens(logits: Array, key: Array, *, greedy: bool, top_k: int, use_to
   """
   scores = jnp.where(forbidden[None, :], -jnp.inf, logits.astype(jnp.float32))
   if greedy:
-    return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    return argmax(scores)
   scores = scores / temperature
   uniform = jax.random.uniform(key, (scores.shape[0],), jnp.float32)
   if top_k:

@@ -25,7 +25,7 @@ def text(tmp_path_factory):
   rng = np.random.default_rng(0)
   prompts = [rng.integers(1, model.config.text.vocab_size, n).astype(np.int32) for n in TEXT_PROMPT_LENGTHS]
   return types.SimpleNamespace(reference=reference, model=model, params=params, sampler=Sampler(model),
-                               prompts=prompts)
+                               prompts=prompts, path=str(path))
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ import logging
 import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 from scipy.special import log_softmax, softmax
 
 from r1jax import models, sharding
@@ -151,6 +152,8 @@ def test_prompts_of_other_lengths_in_the_same_bucket_reuse_the_compiled_sampler(
   compiled = len(text.sampler.compile_events)
   rng = np.random.default_rng(1)
   prompts = [rng.integers(1, 96, n) for n in (9, 3, 16, 12)]
+  prompts[1] = {"input_ids": prompts[1]}  # Mappings and Prompt objects are accepted too.
+  prompts[2] = Prompt(prompts[2])
   out, _ = _run(text, prompts=prompts)
   assert len(text.sampler.compile_events) == compiled
   assert out.prompts.length == 16
@@ -167,9 +170,19 @@ def test_sharded_greedy_equals_unsharded(text, greedy, caplog):
   np.testing.assert_array_equal(out.tokens, greedy[0].tokens)
   np.testing.assert_allclose(out.logprobs, greedy[0].logprobs, atol=1e-5, rtol=0)
   assert out.tokens.sharding.spec[0] == ("data", "fsdp")  # Rows were really split over the batch axes.
+  cache = sampler.prefill(params, text.prompts, num_samples=GROUP, max_new_tokens=MAX_NEW).cache
+  expected = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None, "tensor", None))  # K/V heads over tensor.
+  assert cache["k"][0].sharding.is_equivalent_to(expected, 4), cache["k"][0].sharding
   messages = [r.getMessage() for r in caplog.records]
   assert any("compiled prefill" in m and "prompt_bucket=16" in m for m in messages)
   assert any("compiled decode" in m and f"rows={len(text.prompts) * GROUP}" in m for m in messages)
+
+
+def test_scanned_layers_with_a_stacked_cache_give_the_same_completions(text, greedy):
+  model, params = models.load_pretrained(text.path, scan_layers=True)
+  out = Sampler(model)(params, text.prompts, key=jax.random.key(0), num_samples=GROUP, controls=GREEDY)
+  np.testing.assert_array_equal(out.tokens, greedy[0].tokens)
+  np.testing.assert_allclose(out.logprobs, greedy[0].logprobs, atol=1e-5, rtol=0)
 
 
 def test_bad_inputs_name_the_problem(text):
@@ -185,6 +198,11 @@ def test_bad_inputs_name_the_problem(text):
     sampler(params, [[1]], key=key, controls=SamplingControls(stop_token_ids=(200,)))
   with pytest.raises(ValueError, match="stop_token_ids has 1 entries for 2 prompts"):
     sampler(params, [[1], [2]], key=key, stop_token_ids=[[3]])
+  prefilled = sampler.prefill(params, text.prompts, num_samples=GROUP, max_new_tokens=MAX_NEW)
+  with pytest.raises(ValueError, match=f"controls.max_new_tokens=4 differs from the max_new_tokens={MAX_NEW}"):
+    sampler.decode(params, prefilled, key=key, controls=SamplingControls(max_new_tokens=4))
+  with pytest.raises(ValueError, match=r"prompt has unknown key\(s\) \['pixels'\]"):
+    sampler(params, [{"input_ids": [1], "pixels": None}], key=key)
   with pytest.raises(ValueError, match="num_samples=0"):
     sampler(params, [[1]], key=key, num_samples=0)
   with pytest.raises(ValueError, match="temperature=0"):
