@@ -102,3 +102,15 @@ def test_dynamic_sampling_stops_at_its_cap_and_pads_with_masked_groups():
   assert rollout.metrics["rollout/filler_groups"] == 2
   mask = rollout.batch["completion_mask"].reshape(3, 2, -1).any(axis=(1, 2))
   np.testing.assert_array_equal(mask, [True, False, False])  # fillers add nothing to the loss
+
+
+def test_consecutive_nonfinite_steps_abort_with_a_clear_message():
+  from r1jax.train.loop import NonFiniteError, _count_nonfinite  # pylint: disable=g-import-not-at-top
+  counters = {"nonfinite_streak": 0, "skipped_updates": 0}
+  _count_nonfinite({"_skipped_updates": 1}, counters, limit=3)
+  _count_nonfinite({"_skipped_updates": 0}, counters, limit=3)  # a good step resets the streak
+  _count_nonfinite({"_skipped_updates": 1}, counters, limit=3)
+  _count_nonfinite({"_skipped_updates": 1}, counters, limit=3)
+  assert counters == {"nonfinite_streak": 2, "skipped_updates": 3}
+  with pytest.raises(NonFiniteError, match="3 consecutive steps.*max_nonfinite_steps=3"):
+    _count_nonfinite({"_skipped_updates": 1}, counters, limit=3)
