@@ -14,8 +14,10 @@ import os
 import data_pipelines
 from data_pipelines.tasks import letters, tvr
 from r1jax import processing, rewards
+from r1jax.sampling import Sampler
 from r1jax.tokenization import build_tokenizer, load_tokenizer, special_token_ids
 from r1jax.train import DataHooks, evaluate as evaluate_lib
+from r1jax.train.sequences import SequenceBuilder
 
 TOKENIZER_CORPORA = {
     "letters": lambda: letters.corpus(),
@@ -66,11 +68,15 @@ def data_hooks(config) -> DataHooks:
   def sft_iterator(stage_config, tokenizer):
     return data_pipelines.make_sft_iterator(stage_config, tokenizer, _vision_config(stage_config))
 
+  samplers = {}  # by model (configs compare by value): compiled prefill/decode serve every split and stage
+
   def evaluate(stage_config, model, params, tokenizer, stage_dir):
     """Greedy evaluation on each split of `config.eval.splits` ({name: data overrides})."""
     if not stage_config.eval.get("splits"):
       return {}
     reward_fn = rewards.get(stage_config.eval.get("reward", "") or stage_config.reward.name)
+    if model not in samplers:
+      samplers[model] = Sampler(model, pad_id=SequenceBuilder(model).pad_id)
     results, samples = {}, {}
     for split, overrides in stage_config.eval.splits.items():
       split_config = stage_config.copy_and_resolve_references()
@@ -80,7 +86,7 @@ def data_hooks(config) -> DataHooks:
       try:
         metrics, completions = evaluate_lib.evaluate(
             model, params, tokenizer, iterator, reward_fn, max_new_tokens=stage_config.sampling.max_new_tokens,
-            stop_token_ids=tuple(stage_config.sampling.stop_token_ids))
+            stop_token_ids=tuple(stage_config.sampling.stop_token_ids), sampler=samplers[model])
       finally:
         iterator.close()
       results.update({f"{split}/{k}": v for k, v in metrics.items()})

@@ -55,7 +55,8 @@ def logits_from_hidden(model, params, hidden: jax.Array) -> jax.Array:
   """fp32 logits [batch, length, vocab] through the (possibly tied) output head."""
   if isinstance(model, CausalLM):
     return model.apply(params, hidden, method=CausalLM.logits)
-  return model.apply(params, hidden, method=type(model).logits)
+  # Qwen2.5-VL: the output head belongs to its decoder.
+  return model.apply(params, hidden, method=lambda module, h: module.language_model.logits(h))
 
 
 def completion_logits(model, params, batch: Batch) -> jax.Array:

@@ -63,8 +63,11 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 def plot_curves(records: list[dict], path: str, keys=("reward/mean",), title: str = "") -> str | None:
-  """Writes a PNG of `keys` against step (the last record of a step wins, e.g. after a resume)."""
-  by_step = {r["step"]: r for r in records}
+  """Writes a PNG of `keys` against step (records of one step are merged, later values winning, e.g.
+  the end-of-stage evaluation's record or a re-logged step after a resume)."""
+  by_step = {}
+  for record in records:
+    by_step.setdefault(record["step"], {}).update(record)
   present = [k for k in keys if any(by_step[s].get(k) is not None for s in by_step)]
   if not present or jax.process_index() != 0:
     return None
