@@ -8,6 +8,8 @@ finds the exact probability threshold (sorting 150k entries per row per step is 
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -66,17 +68,41 @@ def argmax(scores: Array) -> Array:
   return first_index(scores == jnp.max(scores, axis=-1, keepdims=True))
 
 
+def last_index(condition: Array) -> Array:
+  """int32 [rows]: the last column where `condition` [rows, n] holds, 0 where it never does."""
+  return jnp.max(jnp.where(condition, jnp.arange(condition.shape[-1], dtype=jnp.int32), 0), axis=-1)
+
+
+def _draw_from_cdf(probs: Array, cdf: Array, target: Array) -> Array:
+  """int32 [rows]: the first entry of `probs` [rows, n] with probability whose `cdf` exceeds `target`.
+
+  Entries with zero probability are never chosen; when rounding leaves no entry past the
+  target, the last entry that has probability is.
+  """
+  drawn = first_index((cdf > target[:, None]) & (probs > 0))
+  return jnp.where(drawn < probs.shape[-1], drawn, last_index(probs > 0))
+
+
 def inverse_cdf_sample(scores: Array, uniform: Array) -> Array:
   """int32 [rows]: index drawn from softmax(scores) [rows, n] with one uniform [rows] in [0, 1) per row.
 
-  Entries with zero probability (-inf scores) are never drawn, even under float rounding.
+  Two levels, because a cumulative sum over a whole vocabulary is slow on CPU (XLA lowers it to
+  a log-depth scan of full-size passes): the mass of blocks of ~sqrt(n) entries picks a block,
+  then the cumulative sum inside that block picks the entry. Entries with zero probability
+  (-inf scores) are never drawn, even under float rounding.
   """
-  probs = jax.nn.softmax(scores, axis=-1)
-  cdf = jnp.cumsum(probs, axis=-1)
-  drawn = first_index((cdf > (uniform * cdf[:, -1])[:, None]) & (probs > 0))
-  # Only when rounding puts the draw past the total: the last entry that has probability.
-  last = jnp.max(jnp.where(probs > 0, jnp.arange(probs.shape[-1], dtype=jnp.int32), 0), axis=-1)
-  return jnp.where(drawn < probs.shape[-1], drawn, last)
+  rows, size = scores.shape
+  block = max(1, math.isqrt(size))
+  num_blocks = -(-size // block)
+  probs = jnp.pad(jax.nn.softmax(scores, axis=-1), ((0, 0), (0, num_blocks * block - size)))
+  blocks = probs.reshape(rows, num_blocks, block)
+  mass = jnp.sum(blocks, axis=-1)  # [rows, num_blocks]
+  cdf = jnp.cumsum(mass, axis=-1)
+  target = uniform * cdf[:, -1]
+  chosen = _draw_from_cdf(mass, cdf, target)
+  inside = jnp.take_along_axis(blocks, chosen[:, None, None], axis=1)[:, 0]  # [rows, block]
+  before = jnp.take_along_axis(cdf - mass, chosen[:, None], axis=1)
+  return chosen * block + _draw_from_cdf(inside, before + jnp.cumsum(inside, axis=-1), target)
 
 
 def choose_tokens(logits: Array, key: Array, *, greedy: bool, top_k: int, use_top_p: bool,

@@ -83,3 +83,19 @@ def test_logprob_and_entropy_are_those_of_the_full_tempered_distribution():
   log_probs = log_softmax(logits.astype(np.float64) / 0.6, axis=-1)
   np.testing.assert_allclose(logprob, log_probs[np.arange(5), tokens], atol=1e-5, rtol=0)
   np.testing.assert_allclose(entropy, -(np.exp(log_probs) * log_probs).sum(-1), atol=1e-5, rtol=0)
+
+
+def test_two_level_inverse_cdf_draws_the_softmax_and_never_a_zero_probability_entry():
+  # 29 entries: blocks of 5 with a padded last block; entries 5-9 (a whole block) and 27 have
+  # zero probability.
+  rng = np.random.default_rng(5)
+  scores = rng.normal(size=(29,)).astype(np.float32)
+  scores[[5, 6, 7, 8, 9, 27]] = -np.inf
+  uniform = jax.random.uniform(jax.random.key(1), (8000,))
+  tokens = np.asarray(jax.jit(selection.inverse_cdf_sample)(jnp.tile(scores, (8000, 1)), uniform))
+  expected = softmax(scores.astype(np.float64))
+  assert set(tokens) <= set(np.flatnonzero(expected))
+  np.testing.assert_allclose(np.bincount(tokens, minlength=29) / 8000, expected, atol=0.025)
+  # Draws at the very ends of [0, 1) land on the first and last entries that have probability.
+  edges = selection.inverse_cdf_sample(jnp.tile(scores, (2, 1)), jnp.asarray([0.0, np.nextafter(1, 0)], jnp.float32))
+  np.testing.assert_array_equal(edges, [0, 28])
