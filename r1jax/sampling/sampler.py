@@ -346,9 +346,18 @@ class Sampler:
       previous = jax.lax.dynamic_slice(outputs[0], (0, t - 1), (rows, 1))
       positions = (start + t - 1)[:, None]
       logits, cache = self.model.apply(
-          params, previous, positions=positions, attention_mask=mask, cache=cache, cache_index=prompt_length + t - 1,
-          method=lambda module, *args, **kwargs: _language_model(module)(*args, **kwargs))
-      return t + 1, cache, choose(t, logits[:, 0], outputs)
+          params, previous, positions, mask, cache, prompt_length + t - 1, output_kernel, method=decode_step)
+      return t + 1, cache, choose(t, logits, outputs)
+
+    def decode_step(module, previous, positions, mask, cache, cache_index, output_kernel):
+      decoder = _language_model(module)
+      hidden, cache = decoder(previous, positions=positions, attention_mask=mask, cache=cache, cache_index=cache_index,
+                              return_hidden=True)
+      return decoder.logits(hidden, output_kernel)[:, 0], cache
+
+    # Materialised once per call, outside the loop (see `CausalLM.logits`).
+    output_kernel = constrain(self.model.apply(params, method=lambda module: _language_model(module).output_kernel()),
+                              ("act_embed", "act_vocab"))
 
     _, cache, (tokens, logprobs, entropy, lengths, finished) = jax.lax.while_loop(
         running, step, (jnp.int32(1), cache, outputs))
