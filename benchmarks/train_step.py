@@ -14,13 +14,16 @@
    (compiled ahead of time; the compile time is reported separately); PyTorch runs forward (logits
    of the completion positions only, `logits_to_keep`), backward, `clip_grad_norm_` and
    `torch.optim.AdamW.step`, eagerly. Steps alternate between the systems so that both see the same
-   machine load. Tokens/s counts every token of the batch (batch x (prompt + completion)). The first
+   machine load; each is split into forward+backward and the update. Tokens/s counts every token of
+   the batch (batch x (prompt + completion)); GFLOP/s are model FLOPs as defined in 3. The first
    step's loss, pre-clip gradient norm and entropy are printed for both (the on-policy loss itself
    is -mean(A) over completion tokens and does not depend on the model; the gradient norm does), and
    the last step's gradient norm shows that both trajectories stay together.
 2. RL step split. The letters sanity config (experiments/configs/letters_grpo.py) runs --split-steps
    steps through `r1jax.train.run`; perf/sample_s, perf/reward_s, perf/learn_s and perf/step_s from
-   <workdir>/metrics.jsonl are averaged over the steps after the first (which compiles).
+   <workdir>/metrics.jsonl are averaged over the steps after the first (which compiles). Reward
+   time includes decoding completions to text; "other" is the rest of the step (drawing prompts,
+   advantages, assembling the learner batch, metrics).
 3. --mfu (instead of 1 and 2): the learner step of a Qwen2.5-VL-3B-shaped model (`--mfu-model
    qwen2.5-vl-3b`, random weights initialised in their shards over all devices) on --mfu-batch rows
    of one --mfu-image-size image + text, with MFU = model FLOPs/s / (--peak-tflops x devices).
@@ -255,7 +258,7 @@ def rl_step_split(args) -> None:
         f"{s.max_new_tokens} new tokens); mean over steps 2..{args.split_steps}")
   for name in ("sample_s", "reward_s", "learn_s"):
     print(f"  {name[:-2]:<7} {mean[name]:7.3f} s  {mean[name] / mean['step_s']:6.1%}")
-  print(f"  other   {other:7.3f} s  {other / mean['step_s']:6.1%}  (advantages, batching, host transfers)")
+  print(f"  other   {other:7.3f} s  {other / mean['step_s']:6.1%}  (prompts, advantages, learner batch, metrics)")
   print(f"  step    {mean['step_s']:7.3f} s")
 
 
