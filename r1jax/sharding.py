@@ -280,6 +280,32 @@ def opt_state_shardings(tx, model_or_abstract, mesh: Mesh, rules=None) -> Any:
   return state_shardings(jax.eval_shape(tx.init, boxed), mesh, rules)
 
 
+def mirror_param_shardings(abstract_tree, params, mesh: Mesh) -> Any:
+  """Shardings for a tree that holds copies of `params` (a train state, an optimizer state).
+
+  A leaf whose key path ends with a parameter's key path and has its shape (Adam's moments under
+  any optax wrapper, e.g. `multi_transform` for frozen parameters) gets that parameter's sharding;
+  every other leaf (step counts, keys) is replicated. Without this, `jit(tx.init)` leaves zeros
+  with no data dependence on the parameters replicated on every device.
+
+  Args:
+    abstract_tree: the tree's shapes, e.g. `jax.eval_shape(create_state, params)`.
+    params: placed (unboxed) parameters, e.g. {"params": ...}.
+  """
+  by_path = {tuple(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  depths = sorted({len(path) for path in by_path}, reverse=True)
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  def sharding_of(path, leaf):
+    for depth in depths:
+      param = by_path.get(tuple(path[-depth:])) if len(path) >= depth else None
+      if param is not None and param.shape == leaf.shape:
+        return param.sharding if isinstance(param.sharding, NamedSharding) else replicated
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(sharding_of, abstract_tree)
+
+
 def init_sharded(model: nn.Module, rng: jax.Array, mesh: Mesh, rules=None) -> Any:
   """Random parameters created directly in their shards: each device computes only its slice.
 

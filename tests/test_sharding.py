@@ -221,6 +221,29 @@ def test_init_sharded_equals_single_device_init():
     np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
 
 
+def test_train_state_moments_are_sharded_like_their_parameters():
+  from r1jax.train import config as train_config, loop, optim  # pylint: disable=g-import-not-at-top
+  model = models.build_model(ONE_LAYER)
+  mesh = sharding.make_mesh(LAYOUTS["fsdp4_tensor2"])
+  params = sharding.init_sharded(model, jax.random.PRNGKey(0), mesh)
+  optim_config = train_config.default_config().optim
+  optim_config.freeze = ("embed_tokens/.*",)  # multi_transform: moments sit one level deeper
+  state = loop.init_state(params, optim.make_optimizer(optim_config, params, 10), 0, mesh)
+  wanted = {jax.tree_util.keystr(path): leaf.sharding for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  moments = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]:
+    match = [key for key in wanted if jax.tree_util.keystr(path).endswith(key)]
+    if match and leaf.ndim:
+      moments += 1
+      assert leaf.sharding.is_equivalent_to(wanted[match[0]], leaf.ndim), jax.tree_util.keystr(path)
+    else:
+      assert leaf.sharding.is_fully_replicated, jax.tree_util.keystr(path)
+  assert moments >= 2 * (len(wanted) - 1)  # mu and nu of every trained parameter
+  assert any(not leaf.sharding.is_fully_replicated for leaf in jax.tree_util.tree_leaves(state.opt_state))
+  for got, want in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(params)):
+    assert got.sharding == want.sharding
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("qwen2_sharding")

@@ -113,6 +113,13 @@ def loss_config(config) -> rl.PolicyLossConfig:
 # --------------------------------------------------------------------------- one stage
 
 
+def init_state(params, tx, seed: int, mesh) -> learner.TrainState:
+  """The initial train state, created in place: optimizer moments sharded like their parameters."""
+  create = lambda p: learner.create_state(p, tx, jax.random.PRNGKey(seed))
+  shardings = sharding.mirror_param_shardings(jax.eval_shape(create, params), params, mesh)
+  return jax.jit(create, out_shardings=shardings)(params)
+
+
 def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, float]:
   os.makedirs(stage_dir, exist_ok=True)
   done_marker = os.path.join(stage_dir, "DONE.json")
@@ -131,7 +138,7 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
   with sharding.use_mesh(mesh, rules):
     total_steps = config.train.steps
     tx = optim.make_optimizer(config.optim, params, total_steps)
-    state = jax.jit(lambda p: learner.create_state(p, tx, jax.random.PRNGKey(config.seed)))(params)
+    state = init_state(params, tx, config.seed, mesh)
     del params
     ckpt = checkpoint.Checkpointer(os.path.join(stage_dir, "checkpoints"), save_every=config.train.checkpoint_every,
                                    keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoints)
