@@ -17,6 +17,7 @@ import numpy as np
 
 from data_pipelines import errors
 from data_pipelines.transforms import EncodedExample
+from r1jax.sampling.prompts import bucket_length
 
 _MIN_BUCKET = 64
 
@@ -41,14 +42,6 @@ def check_buckets(buckets: Sequence[int], max_length: int, key: str) -> tuple[in
     raise ValueError(f"config.data.length_buckets' largest bucket {buckets[-1]} is below "
                      f"config.data.{key}={max_length}")
   return buckets
-
-
-def bucket_length(length: int, buckets: Sequence[int]) -> int:
-  """The smallest bucket >= `length`."""
-  for bucket in buckets:
-    if bucket >= length:
-      return bucket
-  raise ValueError(f"sequence of {length} tokens exceeds the largest bucket {buckets[-1]}")
 
 
 def _vision_inputs(examples: Sequence[EncodedExample], patch_dim: int) -> dict[str, np.ndarray]:
@@ -92,7 +85,7 @@ class PromptCollator:
 
   def __call__(self, examples: Sequence[EncodedExample]) -> dict[str, Any]:
     lengths = np.asarray([len(e.input_ids) for e in examples], np.int32)
-    length = bucket_length(int(lengths.max()), self.buckets)
+    length = bucket_length(int(lengths.max()), self.buckets, what="sequence")
     input_ids = np.full((len(examples), length), self.pad_id, np.int32)
     attention_mask = np.zeros((len(examples), length), np.int32)
     for row, example in enumerate(examples):
@@ -111,7 +104,7 @@ class SftCollator:
 
   def __call__(self, examples: Sequence[EncodedExample]) -> dict[str, Any]:
     lengths = np.asarray([len(e.input_ids) for e in examples], np.int32)
-    length = bucket_length(int(lengths.max()), self.buckets)
+    length = bucket_length(int(lengths.max()), self.buckets, what="sequence")
     input_ids = np.full((len(examples), length), self.pad_id, np.int32)
     attention_mask = np.zeros((len(examples), length), np.int32)
     loss_mask = np.zeros((len(examples), length), np.int32)

@@ -79,11 +79,12 @@ class PromptBatch:
     return self.input_ids.shape[1]
 
 
-def bucket_length(length: int, buckets: Sequence[int] | None = None) -> int:
+def bucket_length(length: int, buckets: Sequence[int] | None = None, what: str = "prompt") -> int:
   """The smallest bucket >= length; default buckets are powers of two from 16.
 
   Raises:
-    ValueError naming the length and the largest configured bucket when none fits.
+    ValueError naming the length, the largest configured bucket and `what` is being padded
+    when none fits.
   """
   if buckets is None:
     bucket = DEFAULT_MIN_BUCKET
@@ -92,8 +93,8 @@ def bucket_length(length: int, buckets: Sequence[int] | None = None) -> int:
     return bucket
   fitting = [b for b in sorted(buckets) if b >= length]
   if not fitting:
-    raise ValueError(f"prompt of {length} tokens exceeds the largest prompt bucket {max(buckets)} "
-                     f"(sampler buckets={tuple(sorted(buckets))})")
+    raise ValueError(f"{what} of {length} tokens exceeds the largest {what} bucket {max(buckets)} "
+                     f"(buckets={tuple(sorted(buckets))})")
   return fitting[0]
 
 
