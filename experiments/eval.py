@@ -42,6 +42,7 @@ def evaluate_checkpoint(config, checkpoint_dir: str, output_dir: str, splits=())
   from r1jax.train import loop, stage_configs  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(checkpoint_dir):
     raise FileNotFoundError(f"--checkpoint={checkpoint_dir!r} is not a folder")
+  os.makedirs(output_dir, exist_ok=True)
   _, stage = stage_configs(config)[-1]  # the settings the final model was trained and evaluated with
   unknown = sorted(set(splits) - set(stage.eval.get("splits", {}).keys()))
   if unknown or not stage.eval.get("splits"):
@@ -66,6 +67,8 @@ def evaluate_checkpoint(config, checkpoint_dir: str, output_dir: str, splits=())
 def main(argv):
   del argv
   logging.getLogger().setLevel(logging.INFO)
+  from r1jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  checkpoint_lib.quiet_orbax_logs()
   from r1jax import sharding  # pylint: disable=g-import-not-at-top
   sharding.initialize()
   from r1jax import checkpoint  # pylint: disable=g-import-not-at-top

@@ -29,6 +29,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.getLogger().setLevel(logging.INFO)
+  from r1jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  checkpoint_lib.quiet_orbax_logs()
   from r1jax import sharding  # pylint: disable=g-import-not-at-top
   sharding.initialize()
   from experiments import hooks  # pylint: disable=g-import-not-at-top

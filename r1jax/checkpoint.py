@@ -8,11 +8,26 @@ kill is never picked up by `restore`; leftovers are removed on the next start.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class _OrbaxInfoFilter(logging.Filter):
+  """Drops orbax's INFO records (about twenty per save); its warnings and errors pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+  """Silences orbax's per-save INFO lines on every root handler (call after logging is set up)."""
+  for handler in logging.getLogger().handlers:
+    if not any(isinstance(f, _OrbaxInfoFilter) for f in handler.filters):
+      handler.addFilter(_OrbaxInfoFilter())
 
 
 class Checkpointer:

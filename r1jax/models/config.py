@@ -244,6 +244,9 @@ def config_from_hf(hf: Mapping[str, Any], **runtime) -> ModelConfig:
       eos_token_id=_as_tuple(token("eos_token_id")), pad_token_id=token("pad_token_id"), **runtime)
 
 
+_HF_DEFAULT_BOS = 151643  # Qwen2Config's bos_token_id when config.json gives none
+
+
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
   """The v5-layout `config.json` dict that transformers loads back into the same architecture."""
   t = config.text
@@ -255,6 +258,8 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
       "max_position_embeddings": t.max_position_embeddings, "use_sliding_window": False,
       "rope_parameters": rope, "tie_word_embeddings": t.tie_word_embeddings,
       "pad_token_id": config.pad_token_id,
+      # transformers' default bos id (Qwen's <|endoftext|>) lies outside a small built vocabulary.
+      "bos_token_id": _HF_DEFAULT_BOS if t.vocab_size > _HF_DEFAULT_BOS else None,
       "eos_token_id": (list(config.eos_token_id) if len(config.eos_token_id) != 1 else config.eos_token_id[0])
                       if config.eos_token_id else None,
   }

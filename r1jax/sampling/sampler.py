@@ -77,10 +77,20 @@ def _language_model(module: nn.Module) -> nn.Module:
   return getattr(module, "language_model", module)
 
 
+def _sharding_key(sharding) -> Any:
+  """A hashable sharding under which equivalent NamedShardings (P() and P(None, None)) are equal."""
+  if isinstance(sharding, NamedSharding):
+    spec = list(sharding.spec)
+    while spec and spec[-1] is None:
+      spec.pop()
+    return (sharding.mesh, tuple(spec), sharding.memory_kind)
+  return sharding
+
+
 def _signature(tree) -> tuple:
   """Hashable shapes, dtypes and shardings of a pytree's leaves (part of the compile-cache key)."""
   leaves, treedef = jax.tree_util.tree_flatten(tree)
-  return (treedef,) + tuple((np.shape(x), str(getattr(x, "dtype", type(x))), getattr(x, "sharding", None))
+  return (treedef,) + tuple((np.shape(x), str(getattr(x, "dtype", type(x))), _sharding_key(getattr(x, "sharding", None)))
                             for x in leaves)
 
 

@@ -6,14 +6,16 @@ unconditionally on every host.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Mapping
 
 import jax
 
-PROGRESS_KEYS = (("reward", "reward/mean"), ("kl", "kl"), ("len", "response_length/mean"), ("loss", "loss"),
-                 ("steps/s", "perf/steps_per_s"))
+_log = logging.getLogger(__name__)
+PROGRESS_KEYS = (("reward", "reward/mean"), ("kl", "kl"), ("len", "response_length/mean"), ("nll", "sft/nll"),
+                 ("loss", "loss"), ("steps/s", "perf/steps_per_s"))
 
 
 class MetricWriter:
@@ -23,6 +25,7 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     self.workdir = workdir
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self.total_steps, self.name = total_steps, name or "train"
     self._tb = self._bar = None
     if not self.enabled:
       return
@@ -42,10 +45,13 @@ class MetricWriter:
     for key, value in clean.items():
       if math.isfinite(value):
         self._tb.add_scalar(key, value, step)
+    progress = {label: f"{clean[key]:.4g}" for label, key in PROGRESS_KEYS if key in clean}
     if self._bar is not None:
       self._bar.n = step
-      self._bar.set_postfix({label: f"{clean[key]:.4g}" for label, key in PROGRESS_KEYS if key in clean},
-                            refresh=True)
+      self._bar.set_postfix(progress, refresh=True)
+    elif progress:  # Without a bar (e.g. output to a file), one log line per written step.
+      _log.info("%s step %d/%d: %s", self.name, step, self.total_steps,
+                " ".join(f"{label}={value}" for label, value in progress.items()))
 
   def close(self) -> None:
     if self._tb is not None:
@@ -71,10 +77,10 @@ def plot_curves(records: list[dict], path: str, keys=("reward/mean",), title: st
   present = [k for k in keys if any(by_step[s].get(k) is not None for s in by_step)]
   if not present or jax.process_index() != 0:
     return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.5), squeeze=False)
+  # A bare Figure renders without pyplot, so the caller's backend (e.g. a notebook's inline one) stays.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(5 * len(present), 3.5))
+  axes = fig.subplots(1, len(present), squeeze=False)
   for ax, key in zip(axes[0], present):
     steps = sorted(s for s in by_step if by_step[s].get(key) is not None)
     ax.plot(steps, [by_step[s][key] for s in steps], marker="." if len(steps) < 50 else None)
@@ -85,5 +91,4 @@ def plot_curves(records: list[dict], path: str, keys=("reward/mean",), title: st
     fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
   return path
