@@ -44,8 +44,20 @@ def create_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> Tr
 
 
 def hidden_states(model, params, batch: Batch) -> jax.Array:
-  """Final-normed hidden states [batch, length, embed] of the sequences in `batch`."""
+  """Final-normed hidden states [batch, length, embed] of the sequences in `batch`.
+
+  With `image_embed_index` / `video_embed_index` (`SequenceBuilder.shared_vision`), the packed
+  pixel values hold each prompt's images once: the vision tower runs once per prompt and every
+  row gathers its vision tokens' features [row vision tokens] from that output (gradients of the
+  rows sharing a prompt add up, as if each had been encoded separately).
+  """
   kwargs = {k: batch[k] for k in _SEQUENCE_KEYS[3:] if k in batch}
+  for kind, pixels_key, grid_key in (("image", "pixel_values", "image_grid_thw"),
+                                     ("video", "pixel_values_videos", "video_grid_thw")):
+    index = batch.get(f"{kind}_embed_index")
+    if index is not None and pixels_key in kwargs:
+      features = model.apply(params, kwargs.pop(pixels_key), kwargs.pop(grid_key), method=type(model).encode_vision)
+      kwargs[f"{kind}_embeds"] = features[index]
   hidden, _ = model.apply(params, batch["input_ids"], positions=batch["positions"],
                           attention_mask=batch["attention_mask"].astype(bool), return_hidden=True, **kwargs)
   return hidden

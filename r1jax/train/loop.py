@@ -234,6 +234,7 @@ class _Updater:
 
   def device_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
     """Per-row arrays split over the batch mesh axes; vision inputs replicated (as VisionGrids)."""
+    batch = self.builder.shared_vision(batch)
     arrays = self.builder.device_vision({k: v for k, v in batch.items()
                                          if isinstance(v, np.ndarray) and k not in _HOST_ONLY})
     axes = {k: (1 if k == "positions" and np.ndim(v) == 3 else 0 if k in _PER_ROW else None)

@@ -12,11 +12,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-_PACKED = {
+PACKED = {
     "image": ("image_counts", "image_grid_thw", ("pixel_values",), ()),
     "video": ("video_counts", "video_grid_thw", ("pixel_values_videos",), ("second_per_grid_ts",)),
 }
-_PACKED_KEYS = {k for counts, grid, patches, per_item in _PACKED.values() for k in (counts, grid, *patches, *per_item)}
+_PACKED_KEYS = {k for counts, grid, patches, per_item in PACKED.values() for k in (counts, grid, *patches, *per_item)}
 
 
 def num_rows(batch: dict[str, Any]) -> int:
@@ -38,7 +38,7 @@ def take_rows(batch: dict[str, Any], rows: Sequence[int]) -> dict[str, Any]:
       out[key] = [value[r] for r in rows]
     else:
       out[key] = value  # per-batch values (stats, scalars)
-  for counts_key, grid_key, patch_keys, item_keys in _PACKED.values():
+  for counts_key, grid_key, patch_keys, item_keys in PACKED.values():
     if counts_key not in batch:
       continue
     counts = np.asarray(batch[counts_key])

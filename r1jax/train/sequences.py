@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from r1jax.models import vlm
+from r1jax.train import rows
 from r1jax.models.vision import vision_grid
 from r1jax.sampling import Prompt, SampleOutput, learner_inputs
 
@@ -75,6 +76,7 @@ class SequenceBuilder:
     for key, value in inputs.vision.items():
       out[key] = np.asarray(value)
     repeat = np.repeat(np.arange(len(batch["input_ids"])), num_samples)
+    out["prompt_index"] = repeat
     for key in ("image_counts", "video_counts"):
       if key in batch and batch[key] is not None and out.get("pixel_values" if key == "image_counts"
                                                              else "pixel_values_videos") is not None:
@@ -82,6 +84,40 @@ class SequenceBuilder:
     for key in ("ground_truth", "reward_context", "example_id"):
       if key in batch:
         out[key] = [batch[key][r] for r in repeat]
+    return out
+
+  def shared_vision(self, batch: dict[str, Any]) -> dict[str, Any]:
+    """Packs each prompt's vision inputs once for rows that continue the same prompt.
+
+    Rows with equal `prompt_index` (the G samples of a prompt) carry identical pixel values; the
+    result keeps those of the first such row only and adds `image_embed_index` /
+    `video_embed_index`, int32 [sum of the rows' vision tokens]: where each row's merged vision
+    tokens are in the features of the kept pixel values (see `learner.hidden_states`).
+    """
+    if "prompt_index" not in batch:
+      return batch
+    if not self.config.is_multimodal:
+      return {k: v for k, v in batch.items() if k != "prompt_index"}
+    prompt_index = np.asarray(batch["prompt_index"])
+    _, first = np.unique(prompt_index, return_index=True)
+    kept = np.sort(first)
+    unique = rows.take_rows(batch, kept)
+    source = {int(prompt_index[r]): position for position, r in enumerate(kept)}
+    out = {k: v for k, v in batch.items() if k != "prompt_index"}
+    merge = self.config.vision.spatial_merge_size ** 2
+    for kind, (counts_key, grid_key, (pixels_key,), item_keys) in rows.PACKED.items():
+      if batch.get(pixels_key) is None or counts_key not in batch:
+        continue
+      counts = np.asarray(unique[counts_key])
+      tokens = np.asarray(unique[grid_key]).reshape(-1, 3).prod(axis=1) // merge
+      per_row = np.array([t.sum() for t in np.split(tokens, np.cumsum(counts)[:-1])], np.int64)
+      start = np.concatenate([[0], np.cumsum(per_row)])
+      out[f"{kind}_embed_index"] = np.concatenate(
+          [np.arange(start[u], start[u + 1]) for u in (source[int(p)] for p in prompt_index)]).astype(np.int32)
+      for key in (grid_key, pixels_key, *item_keys):
+        if key in unique:
+          out[key] = unique[key]
+      out[counts_key] = counts
     return out
 
   def with_positions(self, batch: dict[str, Any]) -> dict[str, Any]:
