@@ -28,10 +28,10 @@ Measured (2 CPU cores, seed 0; all seeds in BENCHMARKS.md, re-measured by `pytho
     stage     split        format   TAcc   NDiff  reward
     sft       in_view       1.000  0.840   0.000   5.280
     sft       cross_view    1.000  0.750   0.000   4.875
-    grpo      in_view       1.000  0.980   0.000   5.910
-    grpo      cross_view    1.000  0.940   0.000   5.730      (wall time 5 min 55 s, all compilation included)
+    grpo      in_view       1.000  1.000   0.000   6.000
+    grpo      cross_view    1.000  0.930   0.000   5.685      (wall time 2.8 min, all compilation included)
 
-GRPO's gain depends on the seed (seed 1: TAcc 0.72 / 0.60 -> 0.70 / 0.61; seed 2: 0.48 / 0.41 -> 1.00 / 0.93).
+GRPO's gain depends on the seed (seed 1: TAcc 0.72 / 0.60 -> 0.72 / 0.71; seed 2: 0.48 / 0.41 -> 0.90 / 0.88).
 
 The reward curve is <workdir>/grpo/curves.png and the final policy (with its tokenizer) is exported to
 <workdir>/grpo/hf; `experiments/eval.py` re-scores any checkpoint on the held-out splits. Re-running the command
