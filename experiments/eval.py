@@ -67,16 +67,13 @@ def evaluate_checkpoint(config, checkpoint_dir: str, output_dir: str, splits=())
 def main(argv):
   del argv
   logging.getLogger().setLevel(logging.INFO)
-  from r1jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  checkpoint_lib.quiet_orbax_logs()
-  from r1jax import sharding  # pylint: disable=g-import-not-at-top
+  from r1jax import checkpoint, sharding  # pylint: disable=g-import-not-at-top
+  checkpoint.quiet_orbax_logs()
   sharding.initialize()
-  from r1jax import checkpoint  # pylint: disable=g-import-not-at-top
   checkpoint_dir = os.path.abspath(_CHECKPOINT.value)
   # Next to an r1jax checkpoints folder, not inside it (its entries are orbax's).
   default_output = os.path.dirname(checkpoint_dir) if checkpoint.is_checkpoint_dir(checkpoint_dir) else checkpoint_dir
   output_dir = os.path.abspath(_OUTPUT_DIR.value or default_output)
-  os.makedirs(output_dir, exist_ok=True)
   metrics = evaluate_checkpoint(_CONFIG.value, checkpoint_dir, output_dir, tuple(_SPLITS.value))
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:

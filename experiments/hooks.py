@@ -17,7 +17,6 @@ from r1jax import processing, rewards
 from r1jax.sampling import Sampler
 from r1jax.tokenization import build_tokenizer, load_tokenizer, special_token_ids
 from r1jax.train import DataHooks, evaluate as evaluate_lib
-from r1jax.train.sequences import SequenceBuilder
 
 TOKENIZER_CORPORA = {
     "letters": lambda: letters.corpus(),
@@ -76,7 +75,7 @@ def data_hooks(config) -> DataHooks:
       return {}
     reward_fn = rewards.get(stage_config.eval.get("reward", "") or stage_config.reward.name)
     if model not in samplers:
-      samplers[model] = Sampler(model, pad_id=SequenceBuilder(model).pad_id)
+      samplers[model] = Sampler(model)  # pads with the config's pad_token_id
     results, samples = {}, {}
     for split, overrides in stage_config.eval.splits.items():
       split_config = stage_config.copy_and_resolve_references()

@@ -347,6 +347,10 @@ class Sampler:
                jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
     outputs = choose(0, logits, outputs)
 
+    # Materialised once per call, outside the loop (see `CausalLM.logits`).
+    output_kernel = constrain(self.model.apply(params, method=lambda module: _language_model(module).output_kernel()),
+                              ("act_embed", "act_vocab"))
+
     def running(loop):
       t, _, outputs = loop
       return (t < max_new) & ~jnp.all(outputs[4])
@@ -364,10 +368,6 @@ class Sampler:
       hidden, cache = decoder(previous, positions=positions, attention_mask=mask, cache=cache, cache_index=cache_index,
                               return_hidden=True)
       return decoder.logits(hidden, output_kernel)[:, 0], cache
-
-    # Materialised once per call, outside the loop (see `CausalLM.logits`).
-    output_kernel = constrain(self.model.apply(params, method=lambda module: _language_model(module).output_kernel()),
-                              ("act_embed", "act_vocab"))
 
     _, cache, (tokens, logprobs, entropy, lengths, finished) = jax.lax.while_loop(
         running, step, (jnp.int32(1), cache, outputs))

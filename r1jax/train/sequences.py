@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from r1jax.models import vlm
-from r1jax.train import rows
 from r1jax.models.vision import vision_grid
 from r1jax.sampling import Prompt, SampleOutput, learner_inputs
+from r1jax.train import rows
 
 
 def _split(values, counts):
