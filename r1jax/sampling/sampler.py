@@ -3,12 +3,15 @@
 Prefill (per call, B prompts): the vision tower once over all the prompts' images and videos,
 then one forward of the B left-padded prompts, writing their keys/values into a cache of P
 slots. The cache rows are then repeated for the G samples of each prompt (rows prompt-major)
-and padded with max_new_tokens empty slots: no prompt is ever prefilled G times.
+and padded with the empty slots of the first decode phase: no prompt is ever prefilled G times.
 
-Decode (`lax.while_loop`, static shapes): each step feeds the B*G last tokens at cache slot
+Decode (`lax.while_loop`s, static shapes): each step feeds the B*G last tokens at cache slot
 P + t, writes only that slot of every layer's cache (a per-layer cache carried by the loop and
 donated, so XLA updates it in place), chooses the next tokens and stops when every row has
-emitted a stop token or after max_new_tokens.
+emitted a stop token or after max_new_tokens. A long completion budget is decoded in a few
+phases, each a loop over a cache with room for the tokens up to the phase's end only: decode
+attention reads every slot of the cache, so this cuts its reads (and those slots' masked
+softmax terms) by up to half; the cache is padded once between phases.
 
 Compiled executables are cached by everything that changes a shape or a static choice (prompt
 bucket, batch, G, max_new_tokens, greedy / top-k / top-p / entropy, vision patch counts, input
@@ -20,6 +23,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -53,14 +57,15 @@ class CompileEvent:
 
 @dataclasses.dataclass(frozen=True)
 class Prefilled:
-  """The prompts' KV cache, repeated for G samples each; consumed (donated) by one `decode`.
+  """The prompts' KV cache, repeated for G samples each; consumed by one `decode` (which donates it
+  when it decodes in one phase).
 
   Attributes:
     prompts: the left-padded batch (B prompts, bucket length P).
     num_samples: G.
-    max_new_tokens: the empty cache slots after the prompt.
-    cache: {"k", "v"}: per layer [B*G, P + max_new_tokens, kv_heads, head_dim] (stacked over
-      layers for scanned models), rows prompt-major.
+    max_new_tokens: the completion budget the cache was prefilled for.
+    cache: {"k", "v"}: per layer [B*G, P + S, kv_heads, head_dim] (stacked over layers for
+      scanned models), rows prompt-major; S = the first decode phase's slots (`decode_phases`).
     state: logits [B*G, vocab] of the first completion token, attention_mask
       [B*G, P + max_new_tokens], start_positions [B*G] (position of completion token 0).
   """
@@ -94,12 +99,27 @@ def _signature(tree) -> tuple:
                             for x in leaves)
 
 
-def _expand_cache(layer_cache: Array, num_samples: int, max_new_tokens: int) -> Array:
-  """[..., B, P, kv_heads, head_dim] -> [..., B*G, P + max_new, kv_heads, head_dim], rows prompt-major."""
-  repeated = jnp.repeat(layer_cache, num_samples, axis=-4)
+# A decode phase shorter than this saves fewer attention reads than its loop costs to compile.
+MIN_PHASE_TOKENS = 64
+
+
+def decode_phases(max_new_tokens: int, max_phases: int) -> tuple[int, ...]:
+  """Ends of the decode phases: the completion slots the cache holds in each, ascending.
+
+  Up to `max_phases` near-equal phases of at least MIN_PHASE_TOKENS tokens (rounded up to
+  multiples of 16); the last ends at max_new_tokens. E.g. (256, 4) -> (64, 128, 192, 256).
+  """
+  phases = max(1, min(max_phases, max_new_tokens // MIN_PHASE_TOKENS))
+  ends = {min(max_new_tokens, 16 * math.ceil(max_new_tokens * i / phases / 16)) for i in range(1, phases + 1)}
+  return tuple(sorted(ends))
+
+
+def _pad_slots(layer_cache: Array, slots: int) -> Array:
+  """Appends `slots` empty slots: [..., rows, S, kv_heads, head_dim] -> [..., rows, S + slots, ...]."""
   padding = [(0, 0)] * layer_cache.ndim
-  padding[-3] = (0, max_new_tokens)
-  return jnp.pad(repeated, padding)
+  padding[-3] = (0, slots)
+  return constrain(jnp.pad(layer_cache, padding),
+                   (None,) * (layer_cache.ndim - 4) + ("act_batch", None, "act_kv_heads", None))
 
 
 class Sampler:
@@ -116,6 +136,9 @@ class Sampler:
       (`scan_layers=False`) decode fastest: their per-layer cache is updated in place; a
       scanned model's stacked cache is copied once per step.
     buckets: allowed padded prompt lengths; default powers of two from 16.
+    decode_phases: the most phases a decode loop is split into (`decode_phases()`); each phase's
+      attention reads only the cache slots up to its end. 1 gives one loop over a cache of
+      P + max_new_tokens slots; more phases read less and compile more loop bodies.
     pad_id: left padding of prompts and padding after the end of completions; default the
       model config's `pad_token_id`, else 0.
     mesh / rules: a `jax.sharding.Mesh` and logical-axis rules (`r1jax.sharding`): the rows are
@@ -124,7 +147,7 @@ class Sampler:
   """
 
   def __init__(self, model: nn.Module, *, buckets: Sequence[int] | None = None, pad_id: int | None = None,
-               mesh: jax.sharding.Mesh | None = None, rules=None):
+               decode_phases: int = 4, mesh: jax.sharding.Mesh | None = None, rules=None):
     self.model = model
     self.config = model.config
     self.buckets = None if buckets is None else tuple(sorted(int(b) for b in buckets))
@@ -133,6 +156,9 @@ class Sampler:
     if not 0 <= pad_id < self.config.text.vocab_size:
       raise ValueError(f"pad_id={pad_id} is outside the vocabulary [0, {self.config.text.vocab_size})")
     self.pad_id = int(pad_id)
+    if decode_phases < 1:
+      raise ValueError(f"decode_phases={decode_phases} must be >= 1")
+    self.max_decode_phases = int(decode_phases)
     self.mesh = mesh
     self.rules = rules
     self.compile_events: list[CompileEvent] = []
@@ -169,9 +195,11 @@ class Sampler:
         prompts, self.config, pad_id=self.pad_id, buckets=self.buckets)
     args = self._prefill_args(batch)
     patches = [0 if x is None else len(x) for x in (batch.pixel_values, batch.pixel_values_videos)]
+    first_phase = decode_phases(max_new_tokens, self.max_decode_phases)[0]
     prefill = self._executable(
-        "prefill", functools.partial(self._prefill, num_samples=num_samples, max_new_tokens=max_new_tokens),
-        (params, *args), key_extra=(num_samples, max_new_tokens),
+        "prefill", functools.partial(self._prefill, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                                     first_phase=first_phase),
+        (params, *args), key_extra=(num_samples, max_new_tokens, first_phase),
         description=f"prompts={batch.batch_size} prompt_bucket={batch.length} num_samples={num_samples} "
                     f"max_new_tokens={max_new_tokens} image_patches={patches[0]} video_patches={patches[1]}")
     cache, state = prefill(params, *args)
@@ -187,10 +215,13 @@ class Sampler:
     stop_ids = self._stop_id_rows(controls, stop_token_ids, batch.batch_size, prefilled.num_samples)
     args = (key, jnp.float32(controls.temperature), jnp.float32(controls.top_p), self._put(stop_ids, batch_axis=0),
             self._put(self._forbidden_mask(controls), batch_axis=None))
+    phases = decode_phases(static.max_new_tokens, self.max_decode_phases)
+    # One phase updates the prefilled cache in place; more grow it into new buffers.
     decode = self._executable(
         "decode", functools.partial(self._decode, static=static), (params, prefilled.cache, prefilled.state, *args),
-        key_extra=(static,), donate_argnums=(1,),
-        description=f"rows={stop_ids.shape[0]} cache_len={batch.length + static.max_new_tokens} {static}")
+        key_extra=(static, self.max_decode_phases), donate_argnums=(1,) if len(phases) == 1 else (),
+        description=f"rows={stop_ids.shape[0]} cache_len={batch.length + static.max_new_tokens} phases={phases} "
+                    f"{static}")
     (tokens, logprobs, lengths, finished, entropy), _ = decode(params, prefilled.cache, prefilled.state, *args)
     return SampleOutput(tokens=tokens, logprobs=logprobs, lengths=lengths, finished=finished, truncated=~finished,
                         entropy=entropy, prompts=batch, num_samples=prefilled.num_samples, pad_id=self.pad_id,
@@ -282,12 +313,12 @@ class Sampler:
 
   def _prefill(self, params, input_ids, attention_mask, positions, decode_deltas, pixel_values=None,
                image_grid=None, pixel_values_videos=None, video_grid=None, *, num_samples: int,
-               max_new_tokens: int):
-    """Prompts [B, P] -> (decode cache [B*G, P + max_new], decode state).
+               max_new_tokens: int, first_phase: int):
+    """Prompts [B, P] -> (decode cache [B*G, P + first_phase], decode state).
 
     Returns:
-      cache: {"k", "v"}: per-layer (or stacked, for scanned models) [B*G, P + max_new, kv_heads,
-        head_dim]. state: logits [B*G, vocab] of the first completion token, attention_mask
+      cache: {"k", "v"}: per-layer (or stacked, for scanned models) [B*G, P + first_phase,
+        kv_heads, head_dim]. state: logits [B*G, vocab] of the first completion token, attention_mask
         [B*G, P + max_new], start_positions [B*G] (position of completion token 0).
     """
     batch, length = input_ids.shape
@@ -307,9 +338,7 @@ class Sampler:
       return _language_model(module).logits(hidden[:, -1:])[:, 0], cache
 
     logits, cache = self.model.apply(params, input_ids, attention_mask, positions, cache, method=forward)
-    expand = lambda x: constrain(_expand_cache(x, num_samples, max_new_tokens),
-                                 (None,) * (x.ndim - 4) + ("act_batch", None, "act_kv_heads", None))
-    cache = jax.tree.map(expand, cache)
+    cache = jax.tree.map(lambda x: _pad_slots(jnp.repeat(x, num_samples, axis=-4), first_phase), cache)
     repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
     mask = jnp.concatenate([repeat(attention_mask), jnp.ones((batch * num_samples, max_new_tokens), bool)], axis=1)
     state = {"logits": constrain(repeat(logits), ("act_batch", "act_vocab")),
@@ -318,7 +347,7 @@ class Sampler:
     return cache, state
 
   def _decode(self, params, cache, state, key, temperature, top_p, stop_ids, forbidden, *, static: StaticControls):
-    """The decode loop. Returns ((tokens, logprobs, lengths, finished, entropy), final cache).
+    """The decode loops, one per phase. Returns ((tokens, logprobs, lengths, finished, entropy), final cache).
 
     Loop invariant: `t` completion tokens have been chosen; step t feeds token t - 1 at cache
     slot P + t - 1 and chooses token t from the logits it returns.
@@ -351,16 +380,13 @@ class Sampler:
     output_kernel = constrain(self.model.apply(params, method=lambda module: _language_model(module).output_kernel()),
                               ("act_embed", "act_vocab"))
 
-    def running(loop):
-      t, _, outputs = loop
-      return (t < max_new) & ~jnp.all(outputs[4])
-
     def step(loop):
       t, cache, outputs = loop
       previous = jax.lax.dynamic_slice(outputs[0], (0, t - 1), (rows, 1))
       positions = (start + t - 1)[:, None]
+      phase_mask = mask[:, :cache["k"][0].shape[-3]]
       logits, cache = self.model.apply(
-          params, previous, positions, mask, cache, prompt_length + t - 1, output_kernel, method=decode_step)
+          params, previous, positions, phase_mask, cache, prompt_length + t - 1, output_kernel, method=decode_step)
       return t + 1, cache, choose(t, logits, outputs)
 
     def decode_step(module, previous, positions, mask, cache, cache_index, output_kernel):
@@ -369,6 +395,15 @@ class Sampler:
                               return_hidden=True)
       return decoder.logits(hidden, output_kernel)[:, 0], cache
 
-    _, cache, (tokens, logprobs, entropy, lengths, finished) = jax.lax.while_loop(
-        running, step, (jnp.int32(1), cache, outputs))
+    # The loop of the phase ending at `end` runs the steps that write cache slots up to
+    # P + end - 1 (steps t <= end); the cache then grows to the next phase's end.
+    ends = decode_phases(max_new, self.max_decode_phases)
+    loop = (jnp.int32(1), cache, outputs)
+    for phase, end in enumerate(ends):
+      if phase:
+        loop = (loop[0], jax.tree.map(lambda x: _pad_slots(x, end - ends[phase - 1]), loop[1]), loop[2])
+      last_step = min(end, max_new - 1)
+      loop = jax.lax.while_loop(lambda loop, last_step=last_step: (loop[0] <= last_step) & ~jnp.all(loop[2][4]),
+                                step, loop)
+    _, cache, (tokens, logprobs, entropy, lengths, finished) = loop
     return (tokens, logprobs, lengths, finished, entropy), cache

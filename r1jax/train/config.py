@@ -44,6 +44,7 @@ def default_config() -> ConfigDict:
   c.sampling.top_k = 0  # 0 = off
   c.sampling.max_new_tokens = 256
   c.sampling.stop_token_ids = ()  # besides the model's EOS ids
+  c.sampling.decode_phases = 4  # the decode loop's cache grows in up to this many steps (Sampler)
 
   c.rl = ConfigDict()
   c.rl.advantage = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp

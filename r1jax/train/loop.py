@@ -292,8 +292,9 @@ class _GrpoStep:
     self.builder = updater.builder
     self.reward_fn = rewards.get(config.reward.name)
     self.ref_params = state.params if config.rl.beta > 0 else None  # the initial policy, frozen
-    self.sampler = Sampler(model, pad_id=self.builder.pad_id, mesh=updater.mesh, rules=updater.rules)
     s = config.sampling
+    self.sampler = Sampler(model, pad_id=self.builder.pad_id, decode_phases=s.decode_phases, mesh=updater.mesh,
+                           rules=updater.rules)
     stop_ids = tuple(model.config.eos_token_id) + tuple(s.stop_token_ids)
     self.controls = SamplingControls(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k,
                                      top_p=s.top_p, stop_token_ids=stop_ids or None)

@@ -10,6 +10,7 @@ from scipy.special import log_softmax, softmax
 from r1jax import models, sharding
 from r1jax.models.llm import CausalLM
 from r1jax.sampling import Prompt, Sampler, SamplingControls, learner_inputs
+from r1jax.sampling.sampler import decode_phases
 from tests.sampling.helpers import CALLS, completion_log_probs, hf_greedy
 
 MAX_NEW = 8
@@ -185,6 +186,44 @@ def test_scanned_layers_with_a_stacked_cache_give_the_same_completions(text, gre
   np.testing.assert_allclose(out.logprobs, greedy[0].logprobs, atol=1e-5, rtol=0)
 
 
+def test_decode_phases_split_a_long_budget_and_grow_the_cache():
+  assert decode_phases(8, 4) == (8,)  # Too short to split.
+  assert decode_phases(256, 4) == (64, 128, 192, 256)
+  assert decode_phases(300, 4) == (80, 160, 240, 300)  # Rounded up to 16 slots.
+  assert decode_phases(256, 1) == (256,)
+  assert decode_phases(2048, 4) == (512, 1024, 1536, 2048)
+
+
+def test_phased_decode_equals_one_phase_and_a_no_cache_forward(text):
+  """A 192-token budget decodes in phases ending at 64, 128 and 192 completion slots."""
+  long_new = 192
+  controls = SamplingControls(max_new_tokens=long_new, greedy=True, stop_token_ids=())
+  one_phase = Sampler(text.model, decode_phases=1)
+  phased = Sampler(text.model, decode_phases=3)
+  single = one_phase(text.params, text.prompts, key=jax.random.key(0), num_samples=GROUP, controls=controls)
+  out = phased(text.params, text.prompts, key=jax.random.key(0), num_samples=GROUP, controls=controls)
+  np.testing.assert_array_equal(out.tokens, single.tokens)
+  np.testing.assert_allclose(out.logprobs, single.logprobs, atol=1e-5, rtol=0)
+  batch, logits = _forward_logits(text, out)
+  np.testing.assert_allclose(out.logprobs, completion_log_probs(logits, batch.prompt_length, out.tokens), atol=1e-4,
+                             rtol=0)
+  # Three loops: the prefilled cache holds the first 64 completion slots, later loops grow it.
+  assert phased.prefill(text.params, text.prompts, num_samples=GROUP,
+                        max_new_tokens=long_new).cache["k"][0].shape[1] == out.prompts.length + 64
+  decode_text = [e for k, e in phased._executables.items() if k[0] == "decode"][0].as_text()
+  assert decode_text.count(" while(") == 3
+
+  # Rows that stop inside the first phase leave the later loops nothing to do.
+  tokens = np.asarray(out.tokens)
+  stop = int(tokens[0, 3])
+  stopping = SamplingControls(max_new_tokens=long_new, greedy=True, stop_token_ids=(stop,))
+  early = phased(text.params, text.prompts, key=jax.random.key(0), num_samples=GROUP, controls=stopping)
+  reference = one_phase(text.params, text.prompts, key=jax.random.key(0), num_samples=GROUP, controls=stopping)
+  np.testing.assert_array_equal(early.tokens, reference.tokens)
+  np.testing.assert_array_equal(early.lengths, reference.lengths)
+  assert early.lengths[0] <= 4
+
+
 def test_bad_inputs_name_the_problem(text):
   sampler, params, key = text.sampler, text.params, jax.random.key(0)
   with pytest.raises(ValueError, match="largest prompt bucket 16"):
@@ -203,6 +242,8 @@ def test_bad_inputs_name_the_problem(text):
     sampler.decode(params, prefilled, key=key, controls=SamplingControls(max_new_tokens=4))
   with pytest.raises(ValueError, match=r"prompt has unknown key\(s\) \['pixels'\]"):
     sampler(params, [{"input_ids": [1], "pixels": None}], key=key)
+  with pytest.raises(ValueError, match="decode_phases=0 must be >= 1"):
+    Sampler(text.model, decode_phases=0)
   with pytest.raises(ValueError, match="num_samples=0"):
     sampler(params, [[1]], key=key, num_samples=0)
   with pytest.raises(ValueError, match="temperature=0"):
