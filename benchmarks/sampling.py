@@ -11,9 +11,10 @@ prefills each prompt once. Tokens/s counts the B*G*new_tokens completion tokens 
 time of one whole call (prefill + decode), after compilation for r1jax (reported separately);
 the two systems' calls alternate and the best of --repeats is reported.
 
-The roofline line divides the bytes a decode step must move (all weights + the K/V cache filled
-so far, on average prompt + new_tokens / 2 slots) by a measured memory bandwidth, and the step's
-FLOPs by a measured matmul throughput; the larger bound is the best a step can do on this machine.
+The roofline line divides the bytes a decode step must move (all weights, each prompt's K/V once
+for its G rows, and each row's own completion slots filled so far, new_tokens / 2 on average) by a
+measured memory bandwidth, and the step's FLOPs by a measured matmul throughput; the larger bound
+is the best a step can do on this machine.
 """
 import argparse
 import os
@@ -167,15 +168,16 @@ def matmul_throughput() -> float:
   return 2 * 2048**3 / best
 
 
-def decode_step_cost(config, rows: int, cache_len: float) -> tuple[float, float]:
-  """(bytes, FLOPs) of one decode step: every weight once + `cache_len` K/V slots; 2 FLOPs per MAC."""
+def decode_step_cost(config, prompts: int, rows: int, prompt_len: int, own_slots: float) -> tuple[float, float]:
+  """(bytes, FLOPs) of one decode step: every weight once, each prompt's K/V once and each row's
+  `own_slots` K/V slots; every row attends over prompt_len + own_slots slots; 2 FLOPs per MAC."""
   t = config.text
   language_params = (t.vocab_size * t.hidden_size * (1 if t.tie_word_embeddings else 2)
                      + t.num_layers * (t.hidden_size * (t.num_heads + 2 * t.num_kv_heads) * t.head_dim
                                        + t.num_heads * t.head_dim * t.hidden_size
                                        + 3 * t.hidden_size * t.intermediate_size))
-  cache_bytes = 2 * t.num_layers * rows * cache_len * t.num_kv_heads * t.head_dim * 4
-  attention_flops = 4 * t.num_layers * rows * cache_len * t.num_heads * t.head_dim
+  cache_bytes = 2 * t.num_layers * (prompts * prompt_len + rows * own_slots) * t.num_kv_heads * t.head_dim * 4
+  attention_flops = 4 * t.num_layers * rows * (prompt_len + own_slots) * t.num_heads * t.head_dim
   return 4 * language_params + cache_bytes, 2 * rows * language_params + attention_flops
 
 
@@ -211,7 +213,7 @@ def main() -> None:
       theirs = min(theirs, generate())
     ours.update(min(timings, key=lambda t: t["total"]))
     rows = args.prompts * args.samples
-    step_bytes, step_flops = decode_step_cost(model.config, rows, args.prompt_len + args.new_tokens / 2)
+    step_bytes, step_flops = decode_step_cost(model.config, args.prompts, rows, args.prompt_len, args.new_tokens / 2)
     step = ours["decode"] / args.new_tokens
     bound = max(step_bytes / bandwidth, step_flops / flops_per_second)
     params_count = sum(p.numel() for p in reference.parameters())

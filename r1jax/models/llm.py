@@ -21,7 +21,12 @@ Array = jax.Array
 # {"k", "v"}: stacked [layers, batch, cache_len, kv_heads, head_dim], or (non-scanned models only) a
 # tuple of per-layer [batch, cache_len, kv_heads, head_dim] arrays, which a decode loop can update
 # in place (a stacked cache is sliced and re-stacked, i.e. copied, on every call).
+# Decoding may add a read-only prompt shared by groups of consecutive rows (`with_shared_prefix`):
+# {"prefix_k", "prefix_v"} in the same per-layer / stacked form, each [prompts, kv_heads,
+# prefix_len, head_dim], and "prefix_mask" bool [prompts, prefix_len]. Every row then attends
+# over its prompt's prefix and its own cache slots.
 KVCache = dict[str, Any]
+PREFIX_KEYS = ("prefix_k", "prefix_v", "prefix_mask")
 
 _INIT = nn.initializers.normal(0.02)
 
@@ -58,6 +63,76 @@ def decode_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   return out.reshape(batch, 1, heads, head_dim).astype(dtype)
 
 
+def with_shared_prefix(own: KVCache, prefix: KVCache, prefix_mask: Array) -> KVCache:
+  """A decode cache: each row's own slots `own` plus a prompt prefix shared by row groups.
+
+  Args:
+    own: {"k", "v"} per layer [rows, cache_len, kv_heads, head_dim], rows = prompts * group,
+      prompt-major.
+    prefix: {"k", "v"} per layer [prompts, prefix_len, kv_heads, head_dim] (a prefill cache);
+      stored transposed, [prompts, kv_heads, prefix_len, head_dim], so that decode reads it as
+      one matrix per prompt and head.
+    prefix_mask: bool [prompts, prefix_len], True on real prompt tokens.
+  """
+  transpose = lambda x: constrain(jnp.swapaxes(x, -3, -2),
+                                  (None,) * (x.ndim - 4) + ("act_batch", "act_kv_heads", None, None))
+  return {"k": own["k"], "v": own["v"], "prefix_k": jax.tree.map(transpose, prefix["k"]),
+          "prefix_v": jax.tree.map(transpose, prefix["v"]), "prefix_mask": prefix_mask.astype(bool)}
+
+
+def shared_prefix_decode_attention(q: Array, k: Array, v: Array, mask: Array, prefix: tuple[Array, Array, Array]) -> Array:
+  """`decode_attention` over a shared prompt prefix and each row's own cache slots.
+
+  Row r belongs to prompt r // group. Its softmax runs over the union of its prompt's visible
+  prefix slots and its own visible slots, combined from the two parts' maxima and sums as
+  flash attention combines blocks. The prefix part is a matmul per prompt and KV head over all
+  group * heads // kv_heads queries, so G rows read their prompt's keys/values once instead of G
+  times.
+
+  Args:
+    q: [rows, 1, heads, head_dim]; k, v: [rows, cache_len, kv_heads, head_dim]; mask: bool
+      [rows, 1, cache_len].
+    prefix: (keys, values) [prompts, kv_heads, prefix_len, head_dim] and mask bool [prompts,
+      prefix_len]. A row with no visible slot in either part outputs zeros.
+  """
+  prefix_k, prefix_v, prefix_mask = prefix
+  rows, _, heads, head_dim = q.shape
+  prompts, kv_heads = prefix_k.shape[:2]
+  group, per_kv, dtype = rows // prompts, heads // kv_heads, q.dtype
+  q = q.reshape(rows, kv_heads, per_kv, head_dim).astype(jnp.float32) * head_dim**-0.5
+  lowest = jnp.finfo(jnp.float32).min
+
+  # Prefix: [prompts, kv_heads, group * per_kv, prefix_len] scores.
+  grouped = q.reshape(prompts, group, kv_heads, per_kv, head_dim).transpose(0, 2, 1, 3, 4)
+  grouped = grouped.reshape(prompts, kv_heads, group * per_kv, head_dim)
+  scores = jnp.einsum("bkqd,bkpd->bkqp", grouped, prefix_k.astype(jnp.float32))
+  visible = prefix_mask[:, None, None, :]
+  prefix_max = jnp.max(jnp.where(visible, scores, lowest), axis=-1)
+  weights = jnp.where(visible, jnp.exp(scores - prefix_max[..., None]), 0.0)
+  prefix_sum = jnp.sum(weights, axis=-1)
+  prefix_out = jnp.einsum("bkqp,bkpd->bkqd", weights, prefix_v.astype(jnp.float32))
+
+  def to_rows(x):  # [prompts, kv_heads, group * per_kv, ...] -> [rows, kv_heads, per_kv, ...]
+    x = x.reshape(prompts, kv_heads, group, per_kv, *x.shape[3:])
+    return jnp.moveaxis(x, 2, 1).reshape(rows, kv_heads, per_kv, *x.shape[4:])
+
+  prefix_max, prefix_sum, prefix_out = to_rows(prefix_max), to_rows(prefix_sum), to_rows(prefix_out)
+
+  # Own slots: multiply-reduce in the cache's layout, as `decode_attention`. [rows, cache_len, kv, per_kv]
+  scores = jnp.sum(k[:, :, :, None, :].astype(jnp.float32) * q[:, None], axis=-1)
+  visible = mask[:, 0, :, None, None]
+  own_max = jnp.max(jnp.where(visible, scores, lowest), axis=1)
+  weights = jnp.where(visible, jnp.exp(scores - own_max[:, None]), 0.0)
+  own_sum = jnp.sum(weights, axis=1)
+  own_out = jnp.sum(weights[..., None] * v[:, :, :, None, :].astype(jnp.float32), axis=1)
+
+  top = jnp.maximum(prefix_max, own_max)
+  prefix_scale, own_scale = jnp.exp(prefix_max - top), jnp.exp(own_max - top)
+  total = prefix_sum * prefix_scale + own_sum * own_scale
+  out = (prefix_out * prefix_scale[..., None] + own_out * own_scale[..., None]) / jnp.where(total > 0, total, 1.0)[..., None]
+  return out.reshape(rows, 1, heads, head_dim).astype(dtype)
+
+
 def attention_visibility(attention_mask: Array, q_len: int, cache_index: Array) -> Array:
   """[batch, q_len, kv_len] bool: causal over cache slots AND the key slot is valid."""
   kv_len = attention_mask.shape[1]
@@ -70,9 +145,13 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, layer_cache: tuple[Array, Array] | None,
-               cache_index: Array) -> tuple[Array, tuple[Array, Array] | None]:
-    """x: [batch, length, embed] -> ([batch, length, embed], updated (k, v) cache of this layer)."""
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, layer_cache: tuple[Array, ...] | None,
+               cache_index: Array, prefix_mask: Array | None = None) -> tuple[Array, tuple[Array, Array] | None]:
+    """x: [batch, length, embed] -> ([batch, length, embed], updated (k, v) cache of this layer).
+
+    `layer_cache` is (k, v), or (k, v, prefix_k, prefix_v) with `prefix_mask` for one-token
+    decoding over a shared prefix (`with_shared_prefix`).
+    """
     t, cfg = self.config.text, self.config
 
     def proj(heads, name):
@@ -85,13 +164,19 @@ class Attention(nn.Module):
     q = constrain(apply_rotary(q, cos, sin), ("act_batch", "act_length", "act_heads", None))
     k = constrain(apply_rotary(k, cos, sin), ("act_batch", "act_length", "act_kv_heads", None))
     v = constrain(v, ("act_batch", "act_length", "act_kv_heads", None))
+    prefix = None
     if layer_cache is not None:
-      cache_k, cache_v = layer_cache
+      cache_k, cache_v, *prefix = layer_cache
       k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache_index, 0, 0))
       v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache_index, 0, 0))
       layer_cache = (k, v)
-    attend = decode_attention if layer_cache is not None and q.shape[1] == 1 else dot_product_attention
-    out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+    if prefix:
+      if q.shape[1] != 1:
+        raise ValueError(f"a shared-prefix cache decodes one token per row, got {q.shape[1]}")
+      out = shared_prefix_decode_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, (*prefix, prefix_mask))
+    else:
+      attend = decode_attention if layer_cache is not None and q.shape[1] == 1 else dot_product_attention
+      out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
     out = DenseND(t.hidden_size, ("heads", "head_dim", "embed"), in_dims=2, use_bias=False, dtype=cfg.dtype,
                   param_dtype=cfg.param_dtype, name="o_proj")(out)
     return out, layer_cache
@@ -101,12 +186,12 @@ class DecoderLayer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, layer_cache, cache_index):
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, layer_cache, cache_index, prefix_mask=None):
     """Pre-norm attention + SwiGLU block. Returns (x, updated layer cache) so it can be scanned."""
     t, cfg = self.config.text, self.config
     norm = lambda name: RMSNorm(t.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)
     h, layer_cache = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), cos, sin, mask, layer_cache,
-                                                        cache_index)
+                                                        cache_index, prefix_mask)
     x = x + h
     x = x + SwiGLU(t.hidden_size, t.intermediate_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                    name="mlp")(norm("post_attention_layernorm")(x))
@@ -143,7 +228,7 @@ class CausalLM(nn.Module):
       layer = nn.remat(layer, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       self.layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast),
+                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
                             length=t.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
     else:
       self.layers = [layer(cfg, name=f"layers_{i}") for i in range(t.num_layers)]
@@ -183,8 +268,9 @@ class CausalLM(nn.Module):
         `cache_index + arange(length)` for every row (transformers' default position ids).
       attention_mask: [batch, kv_len] with kv_len = cache_len when a cache is given, else length;
         True/1 marks real tokens. Defaults to all ones.
-      cache: KV cache from `init_cache` (stacked or per-layer); the new keys/values are written
-        at `cache_index` and the cache comes back in the same layout.
+      cache: KV cache from `init_cache` (stacked or per-layer), possibly `with_shared_prefix`;
+        the new keys/values are written at `cache_index` and the cache comes back in the same
+        layout (a shared prefix unchanged).
       return_hidden: return the final-normed hidden states [batch, length, embed] instead of
         logits (lets the learner compute log-probs in vocabulary chunks).
 
@@ -207,17 +293,19 @@ class CausalLM(nn.Module):
     mask = attention_visibility(attention_mask, length, cache_index)
     cos, sin = rope_cos_sin(positions, t.head_dim, t.rope_theta, t.mrope_section)
 
+    names = ("k", "v") if cache is None or "prefix_k" not in cache else ("k", "v", "prefix_k", "prefix_v")
+    prefix_mask = None if cache is None else cache.get("prefix_mask")
     if cfg.scan_layers:
       if cache is not None and isinstance(cache["k"], (tuple, list)):
         raise ValueError("a per-layer (tuple) KV cache needs scan_layers=False; scanned layers use a stacked cache")
-      layer_caches = None if cache is None else (cache["k"], cache["v"])
-      x, new = self.layers(x, cos, sin, mask, layer_caches, cache_index)
+      layer_caches = None if cache is None else tuple(cache[name] for name in names)
+      x, new = self.layers(x, cos, sin, mask, layer_caches, cache_index, prefix_mask)
       new_cache = None if cache is None else {"k": new[0], "v": new[1]}
     else:
       ks, vs = [], []
       for i, layer in enumerate(self.layers):
-        layer_cache = None if cache is None else (cache["k"][i], cache["v"][i])
-        x, layer_cache = layer(x, cos, sin, mask, layer_cache, cache_index)
+        layer_cache = None if cache is None else tuple(cache[name][i] for name in names)
+        x, layer_cache = layer(x, cos, sin, mask, layer_cache, cache_index, prefix_mask)
         if cache is not None:
           ks.append(layer_cache[0])
           vs.append(layer_cache[1])
@@ -227,6 +315,8 @@ class CausalLM(nn.Module):
         new_cache = {"k": tuple(ks), "v": tuple(vs)}
       else:
         new_cache = {"k": jnp.stack(ks), "v": jnp.stack(vs)}
+    if cache is not None:
+      new_cache.update({name: cache[name] for name in PREFIX_KEYS if name in cache})
     hidden = self.norm(x)
     return (hidden if return_hidden else self.logits(hidden)), new_cache
 

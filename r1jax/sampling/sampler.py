@@ -2,13 +2,15 @@
 
 Prefill (per call, B prompts): the vision tower once over all the prompts' images and videos,
 then one forward of the B left-padded prompts, writing their keys/values into a cache of P
-slots. The cache rows are then repeated for the G samples of each prompt (rows prompt-major)
-and padded with the empty slots of the first decode phase: no prompt is ever prefilled G times.
+slots. That cache is shared, not copied, by the G samples of each prompt (rows prompt-major):
+no prompt is prefilled G times, and decode attention reads each prompt's keys/values once per
+step for all its G rows (`llm.shared_prefix_decode_attention`). Each row also gets its own
+cache for its completion.
 
-Decode (`lax.while_loop`s, static shapes): each step feeds the B*G last tokens at cache slot
-P + t, writes only that slot of every layer's cache (a per-layer cache carried by the loop and
-donated, so XLA updates it in place), chooses the next tokens and stops when every row has
-emitted a stop token or after max_new_tokens. A long completion budget is decoded in a few
+Decode (`lax.while_loop`s, static shapes): each step feeds the B*G last tokens at their own
+cache slot t, writes only that slot of every layer's own cache (per-layer, carried by the loop,
+so XLA updates it in place), chooses the next tokens and stops when every row has emitted a
+stop token or after max_new_tokens. A long completion budget is decoded in a few
 phases, each a loop over a cache with room for the tokens up to the phase's end only: decode
 attention reads every slot of the cache, so this cuts its reads (and those slots' masked
 softmax terms) by up to half; the cache is padded once between phases.
@@ -35,7 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from r1jax import sharding
 from r1jax.models.layers import constrain
-from r1jax.models.llm import init_cache
+from r1jax.models.llm import init_cache, with_shared_prefix
 from r1jax.models.vision import vision_grid
 from r1jax.sampling import selection
 from r1jax.sampling.controls import SamplingControls, StaticControls
@@ -57,17 +59,19 @@ class CompileEvent:
 
 @dataclasses.dataclass(frozen=True)
 class Prefilled:
-  """The prompts' KV cache, repeated for G samples each; consumed by one `decode` (which donates it
+  """The prompts' KV cache, shared by G samples each; consumed by one `decode` (which donates it
   when it decodes in one phase).
 
   Attributes:
     prompts: the left-padded batch (B prompts, bucket length P).
     num_samples: G.
     max_new_tokens: the completion budget the cache was prefilled for.
-    cache: {"k", "v"}: per layer [B*G, P + S, kv_heads, head_dim] (stacked over layers for
-      scanned models), rows prompt-major; S = the first decode phase's slots (`decode_phases`).
-    state: logits [B*G, vocab] of the first completion token, attention_mask
-      [B*G, P + max_new_tokens], start_positions [B*G] (position of completion token 0).
+    cache: `llm.with_shared_prefix`: the prompts' keys/values "prefix_k" / "prefix_v" per layer
+      [B, kv_heads, P, head_dim] with "prefix_mask" [B, P], and the rows' own empty slots "k" /
+      "v" per layer [B*G, S, kv_heads, head_dim] (stacked over layers for scanned models), rows
+      prompt-major; S = the first decode phase's slots (`decode_phases`).
+    state: logits [B*G, vocab] of the first completion token, start_positions [B*G] (position
+      of completion token 0).
   """
 
   prompts: PromptBatch
@@ -114,12 +118,15 @@ def decode_phases(max_new_tokens: int, max_phases: int) -> tuple[int, ...]:
   return tuple(sorted(ends))
 
 
-def _pad_slots(layer_cache: Array, slots: int) -> Array:
-  """Appends `slots` empty slots: [..., rows, S, kv_heads, head_dim] -> [..., rows, S + slots, ...]."""
-  padding = [(0, 0)] * layer_cache.ndim
-  padding[-3] = (0, slots)
-  return constrain(jnp.pad(layer_cache, padding),
-                   (None,) * (layer_cache.ndim - 4) + ("act_batch", None, "act_kv_heads", None))
+def _grow(cache: dict, slots: int) -> dict:
+  """Appends `slots` empty slots to every row's own cache ("k", "v" [..., rows, S, kv_heads, head_dim])."""
+  def pad(layer_cache):
+    padding = [(0, 0)] * layer_cache.ndim
+    padding[-3] = (0, slots)
+    return constrain(jnp.pad(layer_cache, padding),
+                     (None,) * (layer_cache.ndim - 4) + ("act_batch", None, "act_kv_heads", None))
+
+  return {**cache, "k": jax.tree.map(pad, cache["k"]), "v": jax.tree.map(pad, cache["v"])}
 
 
 class Sampler:
@@ -137,8 +144,8 @@ class Sampler:
       scanned model's stacked cache is copied once per step.
     buckets: allowed padded prompt lengths; default powers of two from 16.
     decode_phases: the most phases a decode loop is split into (`decode_phases()`); each phase's
-      attention reads only the cache slots up to its end. 1 gives one loop over a cache of
-      P + max_new_tokens slots; more phases read less and compile more loop bodies.
+      attention reads only the rows' own cache slots up to its end. 1 gives one loop over
+      max_new_tokens own slots; more phases read less and compile more loop bodies.
     pad_id: left padding of prompts and padding after the end of completions; default the
       model config's `pad_token_id`, else 0.
     mesh / rules: a `jax.sharding.Mesh` and logical-axis rules (`r1jax.sharding`): the rows are
@@ -197,9 +204,8 @@ class Sampler:
     patches = [0 if x is None else len(x) for x in (batch.pixel_values, batch.pixel_values_videos)]
     first_phase = decode_phases(max_new_tokens, self.max_decode_phases)[0]
     prefill = self._executable(
-        "prefill", functools.partial(self._prefill, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                                     first_phase=first_phase),
-        (params, *args), key_extra=(num_samples, max_new_tokens, first_phase),
+        "prefill", functools.partial(self._prefill, num_samples=num_samples, first_phase=first_phase),
+        (params, *args), key_extra=(num_samples, first_phase),
         description=f"prompts={batch.batch_size} prompt_bucket={batch.length} num_samples={num_samples} "
                     f"max_new_tokens={max_new_tokens} image_patches={patches[0]} video_patches={patches[1]}")
     cache, state = prefill(params, *args)
@@ -312,15 +318,8 @@ class Sampler:
   # ------------------------------------------------------------------ jitted bodies
 
   def _prefill(self, params, input_ids, attention_mask, positions, decode_deltas, pixel_values=None,
-               image_grid=None, pixel_values_videos=None, video_grid=None, *, num_samples: int,
-               max_new_tokens: int, first_phase: int):
-    """Prompts [B, P] -> (decode cache [B*G, P + first_phase], decode state).
-
-    Returns:
-      cache: {"k", "v"}: per-layer (or stacked, for scanned models) [B*G, P + first_phase,
-        kv_heads, head_dim]. state: logits [B*G, vocab] of the first completion token, attention_mask
-        [B*G, P + max_new], start_positions [B*G] (position of completion token 0).
-    """
+               image_grid=None, pixel_values_videos=None, video_grid=None, *, num_samples: int, first_phase: int):
+    """Prompts [B, P] -> (decode cache, decode state), as `Prefilled.cache` / `Prefilled.state`."""
     batch, length = input_ids.shape
     cache = init_cache(self.config, batch, length, per_layer=not self.config.scan_layers)
 
@@ -337,24 +336,22 @@ class Sampler:
       # Only the last slot's logits are needed: every row's last prompt token is there (left padding).
       return _language_model(module).logits(hidden[:, -1:])[:, 0], cache
 
-    logits, cache = self.model.apply(params, input_ids, attention_mask, positions, cache, method=forward)
-    cache = jax.tree.map(lambda x: _pad_slots(jnp.repeat(x, num_samples, axis=-4), first_phase), cache)
+    logits, prefix = self.model.apply(params, input_ids, attention_mask, positions, cache, method=forward)
+    own = _grow(init_cache(self.config, batch * num_samples, 0, per_layer=not self.config.scan_layers), first_phase)
+    cache = with_shared_prefix(own, prefix, attention_mask)
     repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
-    mask = jnp.concatenate([repeat(attention_mask), jnp.ones((batch * num_samples, max_new_tokens), bool)], axis=1)
     state = {"logits": constrain(repeat(logits), ("act_batch", "act_vocab")),
-             "attention_mask": constrain(mask, ("act_batch", None)),
              "start_positions": constrain(repeat(length + decode_deltas).astype(jnp.int32), ("act_batch",))}
     return cache, state
 
   def _decode(self, params, cache, state, key, temperature, top_p, stop_ids, forbidden, *, static: StaticControls):
     """The decode loops, one per phase. Returns ((tokens, logprobs, lengths, finished, entropy), final cache).
 
-    Loop invariant: `t` completion tokens have been chosen; step t feeds token t - 1 at cache
-    slot P + t - 1 and chooses token t from the logits it returns.
+    Loop invariant: `t` completion tokens have been chosen; step t feeds token t - 1 at own
+    cache slot t - 1 and chooses token t from the logits it returns.
     """
-    logits, mask, start = state["logits"], state["attention_mask"], state["start_positions"]
+    logits, start = state["logits"], state["start_positions"]
     rows, max_new = logits.shape[0], static.max_new_tokens
-    prompt_length = mask.shape[1] - max_new
 
     def choose(t, logits, outputs):
       tokens, logprobs, entropy, lengths, finished = outputs
@@ -384,9 +381,9 @@ class Sampler:
       t, cache, outputs = loop
       previous = jax.lax.dynamic_slice(outputs[0], (0, t - 1), (rows, 1))
       positions = (start + t - 1)[:, None]
-      phase_mask = mask[:, :cache["k"][0].shape[-3]]
+      own_slots = jnp.ones((rows, cache["k"][0].shape[-3]), bool)  # All real tokens; causality hides the rest.
       logits, cache = self.model.apply(
-          params, previous, positions, phase_mask, cache, prompt_length + t - 1, output_kernel, method=decode_step)
+          params, previous, positions, own_slots, cache, t - 1, output_kernel, method=decode_step)
       return t + 1, cache, choose(t, logits, outputs)
 
     def decode_step(module, previous, positions, mask, cache, cache_index, output_kernel):
@@ -395,13 +392,13 @@ class Sampler:
                               return_hidden=True)
       return decoder.logits(hidden, output_kernel)[:, 0], cache
 
-    # The loop of the phase ending at `end` runs the steps that write cache slots up to
-    # P + end - 1 (steps t <= end); the cache then grows to the next phase's end.
+    # The loop of the phase ending at `end` runs the steps that write own cache slots up to
+    # end - 1 (steps t <= end); the cache then grows to the next phase's end.
     ends = decode_phases(max_new, self.max_decode_phases)
     loop = (jnp.int32(1), cache, outputs)
     for phase, end in enumerate(ends):
       if phase:
-        loop = (loop[0], jax.tree.map(lambda x: _pad_slots(x, end - ends[phase - 1]), loop[1]), loop[2])
+        loop = (loop[0], _grow(loop[1], end - ends[phase - 1]), loop[2])
       last_step = min(end, max_new - 1)
       loop = jax.lax.while_loop(lambda loop, last_step=last_step: (loop[0] <= last_step) & ~jnp.all(loop[2][4]),
                                 step, loop)

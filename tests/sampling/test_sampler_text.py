@@ -71,6 +71,12 @@ def test_prefill_runs_once_per_prompt_not_per_sample(text, greedy):
   out, calls = greedy
   rows = len(text.prompts) * GROUP
   prompt_length = out.prompts.length
+  # The G samples of a prompt share its keys/values; each row caches only its own completion.
+  cache = text.sampler.prefill(text.params, text.prompts, num_samples=GROUP, max_new_tokens=MAX_NEW).cache
+  config = text.model.config.text
+  assert cache["prefix_k"][0].shape == (len(text.prompts), config.num_kv_heads, prompt_length, config.head_dim)
+  assert cache["k"][0].shape == (rows, MAX_NEW, config.num_kv_heads, config.head_dim)
+  np.testing.assert_array_equal(cache["prefix_mask"], out.prompts.attention_mask)
   assert calls.count(("embed", (len(text.prompts), prompt_length))) == 1
   # Everything else is a one-token decode step over all B*G rows: max_new - 1 of them.
   assert sorted(calls) == sorted([("embed", (len(text.prompts), prompt_length))]
@@ -174,6 +180,8 @@ def test_sharded_greedy_equals_unsharded(text, greedy, caplog):
   cache = sampler.prefill(params, text.prompts, num_samples=GROUP, max_new_tokens=MAX_NEW).cache
   expected = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None, "tensor", None))  # K/V heads over tensor.
   assert cache["k"][0].sharding.is_equivalent_to(expected, 4), cache["k"][0].sharding
+  shared = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), "tensor", None, None))  # [prompts, kv_heads, P, dim]
+  assert cache["prefix_k"][0].sharding.is_equivalent_to(shared, 4), cache["prefix_k"][0].sharding
   messages = [r.getMessage() for r in caplog.records]
   assert any("compiled prefill" in m and "prompt_bucket=16" in m for m in messages)
   assert any("compiled decode" in m and f"rows={len(text.prompts) * GROUP}" in m for m in messages)
@@ -207,9 +215,9 @@ def test_phased_decode_equals_one_phase_and_a_no_cache_forward(text):
   batch, logits = _forward_logits(text, out)
   np.testing.assert_allclose(out.logprobs, completion_log_probs(logits, batch.prompt_length, out.tokens), atol=1e-4,
                              rtol=0)
-  # Three loops: the prefilled cache holds the first 64 completion slots, later loops grow it.
-  assert phased.prefill(text.params, text.prompts, num_samples=GROUP,
-                        max_new_tokens=long_new).cache["k"][0].shape[1] == out.prompts.length + 64
+  # Three loops: each row's own cache starts with the first 64 completion slots, later loops grow it.
+  cache = phased.prefill(text.params, text.prompts, num_samples=GROUP, max_new_tokens=long_new).cache
+  assert cache["k"][0].shape[:2] == (len(text.prompts) * GROUP, 64)
   decode_text = [e for k, e in phased._executables.items() if k[0] == "decode"][0].as_text()
   assert decode_text.count(" while(") == 3
 
