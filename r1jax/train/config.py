@@ -82,6 +82,7 @@ def default_config() -> ConfigDict:
   c.optim.max_grad_norm = 1.0  # 0 = no clipping
   c.optim.freeze = ()  # regexes over "/"-joined param paths, e.g. ("visual/.*",)
   c.optim.micro_batches = 1  # gradient accumulation within each update
+  c.optim.logits_chunk = 0  # positions projected onto the vocabulary at once by the learner; 0 = all
 
   c.train = ConfigDict()
   c.train.steps = 100

@@ -71,33 +71,67 @@ def logits_from_hidden(model, params, hidden: jax.Array) -> jax.Array:
   return model.apply(params, hidden, method=lambda module, h: module.language_model.logits(h))
 
 
-def completion_logits(model, params, batch: Batch) -> jax.Array:
-  """Logits [batch, completion_len, vocab] predicting the completion tokens (the last C of each row)."""
+def token_scores(model, params, hidden: jax.Array, targets: jax.Array, temperature: float = 1.0, *,
+                 chunk: int = 0, entropy: str = "none", accuracy: bool = False) -> dict[str, jax.Array]:
+  """Per-token scores of `targets` [batch, length] from final hidden states [batch, length, embed].
+
+  Position t of `hidden` predicts `targets[:, t]`. Returns {"logprobs": [batch, length]} (under
+  softmax(logits / temperature)), plus "entropy" when `entropy` is "logged" (no gradient) or
+  "loss" (with gradient), plus "correct" (argmax == target, float) when `accuracy`.
+
+  chunk > 0 projects `chunk` positions onto the vocabulary at a time and recomputes them in the
+  backward pass (`jax.checkpoint`), so [batch, chunk, vocab] logits exist at once instead of
+  [batch, length, vocab]; with a 152k vocabulary those are the learner's largest buffers.
+  """
+  def scores(hidden, targets):
+    logits = logits_from_hidden(model, params, hidden)
+    out = {"logprobs": rl.token_logprobs(logits, targets, temperature)}
+    if entropy != "none":
+      out["entropy"] = rl.token_entropy(logits if entropy == "loss" else jax.lax.stop_gradient(logits), temperature)
+    if accuracy:
+      out["correct"] = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return out
+
+  batch, length = targets.shape
+  if not chunk or chunk >= length:
+    return scores(hidden, targets)
+  chunks = -(-length // chunk)
+  pad = chunks * chunk - length
+  split = lambda x: jnp.moveaxis(jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)).reshape(
+      batch, chunks, chunk, *x.shape[2:]), 1, 0)
+  out = jax.lax.map(lambda xs: jax.checkpoint(scores)(*xs), (split(hidden), split(targets)))
+  return {k: jnp.moveaxis(v, 0, 1).reshape(batch, chunks * chunk)[:, :length] for k, v in out.items()}
+
+
+def completion_hidden(model, params, batch: Batch) -> jax.Array:
+  """Hidden states [batch, completion_len, embed] predicting the completion tokens (the last C of each row)."""
   completion_len = batch["completion_mask"].shape[1]
   hidden = hidden_states(model, params, batch)
   length = hidden.shape[1]
-  return logits_from_hidden(model, params, hidden[:, length - completion_len - 1:length - 1])
+  return hidden[:, length - completion_len - 1:length - 1]
 
 
 def completion_targets(batch: Batch) -> jax.Array:
   return batch["input_ids"][:, -batch["completion_mask"].shape[1]:]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "temperature"))
-def completion_logprobs(model, params, batch: Batch, temperature: float) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("model", "temperature", "logits_chunk"))
+def completion_logprobs(model, params, batch: Batch, temperature: float, logits_chunk: int = 0) -> jax.Array:
   """[batch, completion_len] log-probs of the completion under the temperature-scaled policy."""
-  return rl.token_logprobs(completion_logits(model, params, batch), completion_targets(batch), temperature)
+  return token_scores(model, params, completion_hidden(model, params, batch), completion_targets(batch), temperature,
+                      chunk=logits_chunk)["logprobs"]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "loss_config", "temperature"))
-def grpo_grads(model, loss_config: rl.PolicyLossConfig, temperature: float, params, batch: Batch):
-  """(grads of loss_sum, loss_sum, count, metrics) for one micro-batch."""
+@functools.partial(jax.jit, static_argnames=("model", "loss_config", "temperature", "logits_chunk"))
+def grpo_grads(model, loss_config: rl.PolicyLossConfig, temperature: float, params, batch: Batch,
+               logits_chunk: int = 0):
+  """(grads of loss_sum, loss_sum, count, metrics) for one micro-batch; `logits_chunk` as `token_scores`."""
 
   def loss_fn(p):
-    logits = completion_logits(model, p, batch)
-    logprobs = rl.token_logprobs(logits, completion_targets(batch), temperature)
     # Entropy is always logged; it carries gradient only when it is part of the loss.
-    entropy = rl.token_entropy(logits if loss_config.entropy_coeff else jax.lax.stop_gradient(logits), temperature)
+    scores = token_scores(model, p, completion_hidden(model, p, batch), completion_targets(batch), temperature,
+                          chunk=logits_chunk, entropy="loss" if loss_config.entropy_coeff else "logged")
+    logprobs, entropy = scores["logprobs"], scores["entropy"]
     loss_sum, count, metrics = rl.grpo_loss(
         loss_config, logprobs, batch.get("old_logprobs"), batch.get("ref_logprobs"), batch["advantages"],
         batch["completion_mask"], sampler_logprobs=batch.get("sampler_logprobs"), entropy=entropy)
@@ -107,15 +141,14 @@ def grpo_grads(model, loss_config: rl.PolicyLossConfig, temperature: float, para
   return grads, loss_sum, count, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def sft_grads(model, params, batch: Batch):
+@functools.partial(jax.jit, static_argnames=("model", "logits_chunk"))
+def sft_grads(model, params, batch: Batch, logits_chunk: int = 0):
   """Teacher-forced cross-entropy on `loss_mask` tokens: (grads of the sum, sum, count, metrics)."""
 
   def loss_fn(p):
-    logits = logits_from_hidden(model, p, hidden_states(model, p, batch)[:, :-1])
     targets, mask = batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].astype(jnp.float32)
-    logprobs = rl.token_logprobs(logits, targets)
-    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    scores = token_scores(model, p, hidden_states(model, p, batch)[:, :-1], targets, chunk=logits_chunk, accuracy=True)
+    logprobs, correct = scores["logprobs"], scores["correct"]
     count = mask.sum()
     metrics = {"sft/nll": (-(logprobs * mask).sum(), count), "sft/token_accuracy": ((correct * mask).sum(), count)}
     return -(logprobs * mask).sum(), (count, metrics)

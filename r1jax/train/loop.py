@@ -273,8 +273,9 @@ class _SftStep:
   def __call__(self, state, data, rng):
     del rng  # teacher forcing draws nothing
     batch = self.updater.builder.with_positions(next(data))
+    chunk = self.updater.config.optim.logits_chunk
     state, metrics, skipped = self.updater.update(state, _learner_fields(batch),
-                                                  lambda p, b: learner.sft_grads(self.model, p, b))
+                                                  lambda p, b: learner.sft_grads(self.model, p, b, chunk))
     metrics["_skipped_updates"] = skipped
     metrics.update({f"data/{k}": float(v) for k, v in batch.get("data_stats", {}).items()})
     return state, metrics
@@ -318,16 +319,16 @@ class _GrpoStep:
                               reward_config=self.config.reward, rng=rng, groups_wanted=self.groups_per_step,
                               pad_id=self.builder.pad_id)
     batch = _learner_fields(rollout.batch)
-    temperature = float(self.config.sampling.temperature)
+    temperature, chunk = float(self.config.sampling.temperature), self.config.optim.logits_chunk
     started = time.perf_counter()
     multi_update = self.config.rl.num_iterations > 1 or self.config.rl.mini_batches > 1
     if multi_update:  # ratios against the policy that sampled, recomputed by the learner
       batch["old_logprobs"] = np.asarray(learner.completion_logprobs(
-          self.model, state.params, self.updater.device_batch(batch), temperature))
+          self.model, state.params, self.updater.device_batch(batch), temperature, chunk))
     if self.ref_params is not None:
       batch["ref_logprobs"] = np.asarray(learner.completion_logprobs(
-          self.model, self.ref_params, self.updater.device_batch(batch), temperature))
-    grad_fn = lambda p, b: learner.grpo_grads(self.model, self.loss_config, temperature, p, b)
+          self.model, self.ref_params, self.updater.device_batch(batch), temperature, chunk))
+    grad_fn = lambda p, b: learner.grpo_grads(self.model, self.loss_config, temperature, p, b, chunk)
     n = rows.num_rows(batch)
     group = self.config.sampling.num_samples
     mini = self.config.rl.mini_batches

@@ -114,3 +114,40 @@ def test_consecutive_nonfinite_steps_abort_with_a_clear_message():
   assert counters == {"nonfinite_streak": 2, "skipped_updates": 3}
   with pytest.raises(NonFiniteError, match="3 consecutive steps.*max_nonfinite_steps=3"):
     _count_nonfinite({"_skipped_updates": 1}, counters, limit=3)
+
+
+def test_chunked_logits_give_the_same_losses_and_gradients_with_smaller_buffers(tmp_path):
+  """GRPO and SFT over a 1,000-token vocabulary: 4-position chunks (the last one padded) equal the
+  one-shot projection, and the compiled gradient needs less temporary memory."""
+  from r1jax import models, rl
+  from tests.models.hf_fixtures import tiny_qwen2
+  tiny_qwen2(tmp_path, vocab=1000)
+  model, params = models.load_pretrained(str(tmp_path))
+  rng = np.random.default_rng(0)
+  rows, length, completion = 4, 24, 10
+  batch = {"input_ids": jnp.asarray(rng.integers(1, 1000, (rows, length)), jnp.int32),
+           "attention_mask": jnp.ones((rows, length), bool),
+           "positions": jnp.broadcast_to(jnp.arange(length), (rows, length)),
+           "completion_mask": jnp.asarray(rng.random((rows, completion)) < 0.8),
+           "advantages": jnp.asarray(rng.normal(size=rows), jnp.float32),
+           "sampler_logprobs": jnp.asarray(-rng.random((rows, completion)), jnp.float32),
+           "loss_mask": jnp.asarray(rng.random((rows, length)) < 0.5)}
+  config = rl.PolicyLossConfig(entropy_coeff=0.01)
+
+  def close(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+      np.testing.assert_allclose(x, y, atol=2e-6, rtol=1e-5)
+
+  grpo = [learner.grpo_grads(model, config, 0.7, params, batch, chunk) for chunk in (0, 4)]
+  close(grpo[0], grpo[1])
+  sft = [learner.sft_grads(model, params, batch, chunk) for chunk in (0, 4)]
+  close(sft[0], sft[1])
+  np.testing.assert_allclose(learner.completion_logprobs(model, params, batch, 0.7, 3),
+                             learner.completion_logprobs(model, params, batch, 0.7), atol=1e-6)
+
+  def temp_bytes(chunk):
+    lowered = learner.grpo_grads.lower(model, config, 0.7, params, batch, chunk)
+    return lowered.compile().memory_analysis().temp_size_in_bytes
+
+  # One-shot logits + their gradient are 4 x 10 x 1000 floats each; chunks hold 4 positions.
+  assert temp_bytes(4) < 0.7 * temp_bytes(0), (temp_bytes(4), temp_bytes(0))
