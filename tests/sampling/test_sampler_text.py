@@ -182,6 +182,12 @@ def test_sharded_greedy_equals_unsharded(text, greedy, caplog):
   assert cache["k"][0].sharding.is_equivalent_to(expected, 4), cache["k"][0].sharding
   shared = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), "tensor", None, None))  # [prompts, kv_heads, P, dim]
   assert cache["prefix_k"][0].sharding.is_equivalent_to(shared, 4), cache["prefix_k"][0].sharding
+  # 3 prompts x 3 samples: neither the prompts nor the rows split evenly over the 4 batch shards.
+  uneven = SamplingControls(max_new_tokens=4, greedy=True, stop_token_ids=())
+  alone = Sampler(model)(text.params, text.prompts[:3], key=jax.random.key(0), num_samples=3, controls=uneven)
+  split = sampler(params, text.prompts[:3], key=jax.random.key(0), num_samples=3, controls=uneven)
+  np.testing.assert_array_equal(split.tokens, alone.tokens)
+  np.testing.assert_allclose(split.logprobs, alone.logprobs, atol=1e-5, rtol=0)
   messages = [r.getMessage() for r in caplog.records]
   assert any("compiled prefill" in m and "prompt_bucket=16" in m for m in messages)
   assert any("compiled decode" in m and f"rows={len(text.prompts) * GROUP}" in m for m in messages)
