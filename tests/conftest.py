@@ -12,3 +12,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_configure(config):
+  # pytest resets warning filters around each test, undoing the one `r1jax.rewards.parsing` sets
+  # for the model outputs it parses (tests/rewards/test_parsing.py checks that one in a subprocess).
+  config.addinivalue_line("filterwarnings", "ignore::SyntaxWarning:<model output>")

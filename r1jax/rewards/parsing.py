@@ -14,6 +14,7 @@ import json
 import math
 import re
 from typing import Any
+import warnings
 
 import numpy as np
 
@@ -28,6 +29,16 @@ _THINK_ANSWER = re.compile(
     rf"<think>(?:(?!{_TAGS}).)*</think>\s*<answer>(?:(?!{_TAGS}).)*</answer>", re.DOTALL)
 _CODE_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```$", re.DOTALL)
 _BOX_KEYS = ("bbox_2d", "bbox", "box")
+
+# Python warns (SyntaxWarning) about odd literals such as "1abc" while parsing them; on model
+# output that would print one warning per bad completion. Only texts parsed under this file name
+# are silenced.
+_MODEL_OUTPUT = "<model output>"
+warnings.filterwarnings("ignore", category=SyntaxWarning, module=re.escape(_MODEL_OUTPUT))
+
+
+def _python_literal(text: str) -> Any:
+  return ast.literal_eval(ast.parse(text, filename=_MODEL_OUTPUT, mode="eval"))
 _POINT_KEYS = ("point_2d", "point")
 
 
@@ -87,7 +98,7 @@ def parse_literal(text: str, max_chars: int = MAX_LITERAL_CHARS) -> Any | None:
     text = fence.group(1).strip()
   if not text or len(text) > max_chars:
     return None
-  parsers = (lambda s: json.loads(s, parse_constant=_reject_non_finite), ast.literal_eval)
+  parsers = (lambda s: json.loads(s, parse_constant=_reject_non_finite), _python_literal)
   for parse in parsers:
     try:
       value = parse(text)

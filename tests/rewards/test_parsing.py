@@ -1,5 +1,7 @@
 """Tests for r1jax.rewards.parsing."""
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -123,3 +125,12 @@ def test_answer_or_text_and_find_image_hw():
   assert parsing.answer_or_text("  plain 12 ") == "plain 12"
   assert parsing.find_image_hw({"width": 640}, {"width": 640.0, "height": 480}) == (480, 640)
   assert parsing.find_image_hw({"width": True, "height": 4}, {"width": math.nan, "height": 2}) is None
+
+
+def test_odd_literals_in_model_output_print_no_syntax_warning():
+  """Python warns while parsing "1if ..." ; a training run must not print that per completion."""
+  text = "[1if 1 else 2]"
+  run = lambda code: subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                                    check=True).stderr
+  assert "SyntaxWarning" in run(f"import ast\ntry: ast.literal_eval({text!r})\nexcept ValueError: pass")
+  assert run(f"from r1jax.rewards.parsing import parse_literal\nassert parse_literal({text!r}) is None") == ""
