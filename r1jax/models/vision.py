@@ -154,19 +154,91 @@ def _dense(features, axes, cfg: ModelConfig, name: str, use_bias=True, in_dims=1
                  kernel_init=_INIT, name=name)
 
 
+# Full-attention blocks score this many queries at a time against every patch, so their scores
+# take [heads, chunk, num_patches] memory instead of [heads, num_patches, num_patches].
+FULL_ATTENTION_QUERY_CHUNK = 1024
+
+
+def window_span(vision: VisionConfig) -> int:
+  """The most patches one attention window holds: (window_size / merge / patch)**2 merged tokens."""
+  win = vision.window_size // vision.spatial_merge_size // vision.patch_size
+  return win * win * vision.spatial_merge_size**2
+
+
+def local_segment_attention(q: Array, k: Array, v: Array, segments: Array, span: int) -> Array:
+  """Attention within contiguous segments of at most `span` patches (the attention windows).
+
+  Queries go in blocks of `span`; each block sees the keys from `span` before it to `span` after
+  it, which holds every key of its queries' segments. Work and memory are O(num_patches * span)
+  instead of O(num_patches**2).
+
+  Args:
+    q, k, v: [num_patches, heads, head_dim]; segments: int [num_patches], contiguous ids.
+  Returns:
+    [num_patches, heads, head_dim].
+  """
+  n, heads, head_dim = q.shape
+  blocks = -(-n // span)
+  tail = blocks * span - n
+  pad = lambda x, before, after, value=0: jnp.pad(x, [(before, after)] + [(0, 0)] * (x.ndim - 1),
+                                                   constant_values=value)
+  keys = np.arange(blocks)[:, None] * span + np.arange(3 * span)[None]  # [blocks, 3 * span] into the padded keys
+  block_k, block_v = (pad(x, span, span + tail)[keys] for x in (k, v))
+  key_segments = pad(segments, span, span + tail, -2)[keys]
+  query_segments = pad(segments, 0, tail, -1).reshape(blocks, span)
+  mask = query_segments[:, :, None] == key_segments[:, None, :]
+  out = dot_product_attention(pad(q, 0, tail).reshape(blocks, span, heads, head_dim), block_k, block_v, mask)
+  return out.reshape(blocks * span, heads, head_dim)[:n]
+
+
+def chunked_segment_attention(q: Array, k: Array, v: Array, segments: Array, chunk: int) -> Array:
+  """Attention within segments of any length, `chunk` queries at a time (recomputed for gradients).
+
+  Args:
+    q, k, v: [num_patches, heads, head_dim]; segments: int [num_patches].
+  Returns:
+    [num_patches, heads, head_dim].
+  """
+  n, heads, head_dim = q.shape
+  if n <= chunk:
+    return dot_product_attention(q[None], k[None], v[None], (segments[:, None] == segments[None, :])[None])[0]
+  chunks = -(-n // chunk)
+  tail = chunks * chunk - n
+  query_blocks = jnp.pad(q, ((0, tail), (0, 0), (0, 0))).reshape(chunks, chunk, heads, head_dim)
+  segment_blocks = jnp.pad(segments, (0, tail), constant_values=-1).reshape(chunks, chunk)
+
+  @jax.checkpoint
+  def attend(block):
+    queries, query_segments = block
+    mask = (query_segments[:, None] == segments[None, :])[None]
+    return dot_product_attention(queries[None], k[None], v[None], mask)[0]
+
+  return jax.lax.map(attend, (query_blocks, segment_blocks)).reshape(chunks * chunk, heads, head_dim)[:n]
+
+
 class VisionAttention(nn.Module):
   """Multi-head self-attention with a fused qkv projection and 2D RoPE."""
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array) -> Array:
-    """x: [num_patches, vision_embed]; mask: [1, num_patches, num_patches] -> [num_patches, vision_embed]."""
+  def __call__(self, x: Array, cos: Array, sin: Array, segments: Array, full: Array | bool) -> Array:
+    """x: [num_patches, vision_embed] -> [num_patches, vision_embed].
+
+    Patches attend within their segment (`segments` int [num_patches]): within their window
+    when `full` is False, within their frame when True (may be traced, under a scanned tower).
+    """
     v, cfg = self.config.vision, self.config
     qkv = _dense((3, v.num_heads, v.head_dim), ("vision_embed", None, "vision_heads", "head_dim"), cfg, "qkv")(x)
     qkv = constrain(qkv, ("act_patches", None, "act_heads", None))
-    q, k, val = (qkv[None, :, i] for i in range(3))  # [1, num_patches, heads, head_dim]
-    out = dot_product_attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), val, mask)[0]
+    q, k, val = (qkv[:, i] for i in range(3))  # [num_patches, heads, head_dim]
+    q, k = apply_rotary(q[None], cos, sin)[0], apply_rotary(k[None], cos, sin)[0]
+    window = lambda: local_segment_attention(q, k, val, segments, window_span(v))
+    frame = lambda: chunked_segment_attention(q, k, val, segments, FULL_ATTENTION_QUERY_CHUNK)
+    if isinstance(full, bool):
+      out = frame() if full else window()
+    else:
+      out = jax.lax.cond(full, frame, window)
     return _dense(v.hidden_size, ("vision_heads", "head_dim", "vision_embed"), cfg, "proj", in_dims=2)(out)
 
 
@@ -176,13 +248,12 @@ class VisionBlock(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, cos: Array, sin: Array, segments: Array, mask_row: Array):
+  def __call__(self, x: Array, cos: Array, sin: Array, segments: Array, mask_row: Array | int):
     """Returns (x, None) so that it can be scanned; mask_row selects window (0) or full (1) attention."""
     v, cfg = self.config.vision, self.config
-    seg = segments[mask_row]
-    mask = (seg[:, None] == seg[None, :])[None]
+    full = mask_row == _FULL  # a bool when the blocks are unrolled, traced when scanned
     norm = lambda name: RMSNorm(v.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)
-    x = x + VisionAttention(cfg, name="attn")(norm("norm1")(x), cos, sin, mask)
+    x = x + VisionAttention(cfg, name="attn")(norm("norm1")(x), cos, sin, segments[mask_row], full)
     x = x + SwiGLU(v.hidden_size, v.intermediate_size, use_bias=True, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                    embed_axis="vision_embed", mlp_axis="vision_mlp", name="mlp")(norm("norm2")(x))
     return constrain(x, ("act_patches", "act_embed")), None
@@ -255,7 +326,7 @@ class VisionTransformer(nn.Module):
       x, _ = self.blocks(x, cos, sin, segments, jnp.asarray(mask_rows))
     else:
       for block, row in zip(self.blocks, mask_rows):
-        x, _ = block(x, cos, sin, segments, jnp.asarray(row))
+        x, _ = block(x, cos, sin, segments, int(row))
     return self.merger(x)[grid.reverse_index]
 
 

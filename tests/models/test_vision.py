@@ -129,3 +129,41 @@ def test_vision_parameters_carry_logical_axes(tower):
   assert tuple(block["mlp"]["gate_proj"]["kernel"]) == ("vision_embed", "vision_mlp")
   assert tuple(block["mlp"]["down_proj"]["bias"]) == ("vision_embed",)
   assert tuple(axes["merger"]["mlp_2"]["kernel"]) == ("vision_mlp", "embed")
+
+
+def _dense_segment_attention(q, k, v, segments):
+  from r1jax.models.layers import dot_product_attention
+  return dot_product_attention(q[None], k[None], v[None], (segments[:, None] == segments[None, :])[None])[0]
+
+
+def test_blocked_segment_attention_equals_dense_masked_attention():
+  """Windows of up to 6 patches (and 50 patches, not a whole number of blocks); frames of any size."""
+  keys = iter(jax.random.split(jax.random.key(0), 4))
+  n, heads, dim = 50, 2, 8
+  q, k, v = (jax.random.normal(next(keys), (n, heads, dim)) for _ in range(3))
+  windows = np.repeat(np.arange(12), [6, 2, 5, 6, 1, 4, 6, 3, 6, 5, 2, 4])
+  frames = np.repeat(np.arange(3), [7, 30, 13])
+  dense = _dense_segment_attention(q, k, v, windows)
+  np.testing.assert_allclose(vision.local_segment_attention(q, k, v, windows, span=6), dense, atol=1e-6)
+  np.testing.assert_allclose(vision.chunked_segment_attention(q, k, v, frames, chunk=16),
+                             _dense_segment_attention(q, k, v, frames), atol=1e-6)
+  # Gradients too: the tower's blocks are trained.
+  loss = lambda fn: lambda q: (fn(q) ** 2).sum()
+  np.testing.assert_allclose(
+      jax.grad(loss(lambda q: vision.chunked_segment_attention(q, k, v, frames, chunk=16)))(q),
+      jax.grad(loss(lambda q: _dense_segment_attention(q, k, v, frames)))(q), atol=1e-5)
+  np.testing.assert_allclose(
+      jax.grad(loss(lambda q: vision.local_segment_attention(q, k, v, windows, span=6)))(q),
+      jax.grad(loss(lambda q: _dense_segment_attention(q, k, v, windows)))(q), atol=1e-5)
+
+
+def test_window_attention_memory_grows_linearly_with_patches():
+  """4,096 patches in 64-patch windows (the released models' 112-pixel windows)."""
+  n, heads, dim = 4096, 4, 16
+  q = k = v = jax.ShapeDtypeStruct((n, heads, dim), np.float32)
+  segments = jax.ShapeDtypeStruct((n,), np.int32)
+  temp = lambda fn: jax.jit(fn).lower(q, k, v, segments).compile().memory_analysis().temp_size_in_bytes
+  local = temp(lambda q, k, v, s: vision.local_segment_attention(q, k, v, s, span=64))
+  dense = temp(_dense_segment_attention)
+  assert vision.window_span(models.VisionConfig(patch_size=14, window_size=112)) == 64
+  assert local * 10 < dense, (local, dense)  # dense scores alone are 4 x 4096**2 floats (256 MiB)
