@@ -41,6 +41,26 @@ def init_cache(config: ModelConfig, batch: int, cache_len: int, dtype=None, per_
   return {name: jnp.zeros((t.num_layers,) + shape, dtype) for name in ("k", "v")}
 
 
+def _cache_attention_parts(q: Array, k: Array, v: Array, mask: Array) -> tuple[Array, Array, Array]:
+  """Unnormalised softmax attention of one query per row over a cache, multiply-reduce in its layout.
+
+  Args:
+    q: fp32 scaled queries [batch, kv_heads, per_kv, head_dim]; k, v: [batch, cache_len, kv_heads,
+      head_dim]; mask: bool [batch, 1, cache_len].
+
+  Returns:
+    (max score, sum of weights, weighted sum of values): [batch, kv_heads, per_kv] twice and
+    [batch, kv_heads, per_kv, head_dim]; the attention output is the last over the second
+    (weights exp(score - max) of visible slots, so a row with none visible has sum 0).
+  """
+  scores = jnp.sum(k[:, :, :, None, :].astype(jnp.float32) * q[:, None], axis=-1)  # [batch, cache_len, kv, per_kv]
+  visible = mask[:, 0, :, None, None]
+  top = jnp.max(jnp.where(visible, scores, jnp.finfo(jnp.float32).min), axis=1)
+  weights = jnp.where(visible, jnp.exp(scores - top[:, None]), 0.0)
+  out = jnp.sum(weights[..., None] * v[:, :, :, None, :].astype(jnp.float32), axis=1)
+  return top, jnp.sum(weights, axis=1), out
+
+
 def decode_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   """`dot_product_attention` for one query token per row, over a cache in its own layout.
 
@@ -54,12 +74,9 @@ def decode_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
   """
   batch, _, heads, head_dim = q.shape
   kv_heads, dtype = k.shape[2], q.dtype
-  q = q.reshape(batch, 1, kv_heads, heads // kv_heads, head_dim).astype(jnp.float32)
-  scores = jnp.sum(k[:, :, :, None, :].astype(jnp.float32) * q, axis=-1) * head_dim**-0.5  # [b, s, kv, g]
-  visible = mask[:, 0, :, None, None]
-  scores = jnp.where(visible, scores, jnp.finfo(scores.dtype).min)
-  probs = jnp.where(visible.any(axis=1, keepdims=True), jax.nn.softmax(scores, axis=1), 0.0)
-  out = jnp.sum(probs[..., None] * v[:, :, :, None, :].astype(jnp.float32), axis=1)  # [b, kv, g, head_dim]
+  q = q.reshape(batch, kv_heads, heads // kv_heads, head_dim).astype(jnp.float32) * head_dim**-0.5
+  _, total, out = _cache_attention_parts(q, k, v, mask)
+  out = out / jnp.where(total > 0, total, 1.0)[..., None]
   return out.reshape(batch, 1, heads, head_dim).astype(dtype)
 
 
@@ -118,13 +135,7 @@ def shared_prefix_decode_attention(q: Array, k: Array, v: Array, mask: Array, pr
 
   prefix_max, prefix_sum, prefix_out = to_rows(prefix_max), to_rows(prefix_sum), to_rows(prefix_out)
 
-  # Own slots: multiply-reduce in the cache's layout, as `decode_attention`. [rows, cache_len, kv, per_kv]
-  scores = jnp.sum(k[:, :, :, None, :].astype(jnp.float32) * q[:, None], axis=-1)
-  visible = mask[:, 0, :, None, None]
-  own_max = jnp.max(jnp.where(visible, scores, lowest), axis=1)
-  weights = jnp.where(visible, jnp.exp(scores - own_max[:, None]), 0.0)
-  own_sum = jnp.sum(weights, axis=1)
-  own_out = jnp.sum(weights[..., None] * v[:, :, :, None, :].astype(jnp.float32), axis=1)
+  own_max, own_sum, own_out = _cache_attention_parts(q, k, v, mask)
 
   top = jnp.maximum(prefix_max, own_max)
   prefix_scale, own_scale = jnp.exp(prefix_max - top), jnp.exp(own_max - top)

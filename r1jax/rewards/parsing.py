@@ -29,8 +29,9 @@ _THINK_ANSWER = re.compile(
     rf"<think>(?:(?!{_TAGS}).)*</think>\s*<answer>(?:(?!{_TAGS}).)*</answer>", re.DOTALL)
 _CODE_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```$", re.DOTALL)
 _BOX_KEYS = ("bbox_2d", "bbox", "box")
+_POINT_KEYS = ("point_2d", "point")
 
-# Python warns (SyntaxWarning) about odd literals such as "1abc" while parsing them; on model
+# Python warns (SyntaxWarning) about odd literals such as "1if" while parsing them; on model
 # output that would print one warning per bad completion. Only texts parsed under this file name
 # are silenced.
 _MODEL_OUTPUT = "<model output>"
@@ -39,7 +40,6 @@ warnings.filterwarnings("ignore", category=SyntaxWarning, module=re.escape(_MODE
 
 def _python_literal(text: str) -> Any:
   return ast.literal_eval(ast.parse(text, filename=_MODEL_OUTPUT, mode="eval"))
-_POINT_KEYS = ("point_2d", "point")
 
 
 def is_think_answer(text: str) -> bool:

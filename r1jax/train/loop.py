@@ -140,6 +140,10 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
     tx = optim.make_optimizer(config.optim, params, total_steps)
     state = init_state(params, tx, config.seed, mesh)
     del params
+    # The KL reference is the stage's initial policy: copied, since updates donate the state's
+    # buffers, and taken before a resume replaces the state.
+    reference = jax.tree.map(lambda x: x.copy(), state.params) if config.stage == "grpo" and config.rl.beta > 0 \
+        else None
     ckpt = checkpoint.Checkpointer(os.path.join(stage_dir, "checkpoints"), save_every=config.train.checkpoint_every,
                                    keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoints)
     if config.stage == "grpo":
@@ -158,7 +162,7 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
     writer = MetricWriter(stage_dir, total_steps=total_steps, initial_step=int(state.step),
                           progress_bar=config.train.progress_bar, name=name)
     updater = _Updater(config, model, mesh, rules, tx)
-    step_fn = _GrpoStep(config, model, tokenizer, state, updater) if config.stage == "grpo" else \
+    step_fn = _GrpoStep(config, model, tokenizer, reference, updater) if config.stage == "grpo" else \
         _SftStep(model, updater)
     try:
       while int(state.step) < total_steps:
@@ -287,12 +291,12 @@ def _learner_fields(batch: dict[str, Any]) -> dict[str, Any]:
 
 class _GrpoStep:
 
-  def __init__(self, config, model, tokenizer, state, updater: _Updater):
+  def __init__(self, config, model, tokenizer, ref_params, updater: _Updater):
     self.config, self.model, self.tokenizer, self.updater = config, model, tokenizer, updater
     self.loss_config = loss_config(config)
     self.builder = updater.builder
     self.reward_fn = rewards.get(config.reward.name)
-    self.ref_params = state.params if config.rl.beta > 0 else None  # the initial policy, frozen
+    self.ref_params = ref_params  # the stage's initial policy, frozen; None when rl.beta == 0
     s = config.sampling
     self.sampler = Sampler(model, pad_id=self.builder.pad_id, decode_phases=s.decode_phases, mesh=updater.mesh,
                            rules=updater.rules)
@@ -322,12 +326,14 @@ class _GrpoStep:
     temperature, chunk = float(self.config.sampling.temperature), self.config.optim.logits_chunk
     started = time.perf_counter()
     multi_update = self.config.rl.num_iterations > 1 or self.config.rl.mini_batches > 1
+    if multi_update or self.ref_params is not None:
+      scored = self.updater.device_batch(batch)
     if multi_update:  # ratios against the policy that sampled, recomputed by the learner
-      batch["old_logprobs"] = np.asarray(learner.completion_logprobs(
-          self.model, state.params, self.updater.device_batch(batch), temperature, chunk))
+      batch["old_logprobs"] = np.asarray(learner.completion_logprobs(self.model, state.params, scored, temperature,
+                                                                     chunk))
     if self.ref_params is not None:
-      batch["ref_logprobs"] = np.asarray(learner.completion_logprobs(
-          self.model, self.ref_params, self.updater.device_batch(batch), temperature, chunk))
+      batch["ref_logprobs"] = np.asarray(learner.completion_logprobs(self.model, self.ref_params, scored, temperature,
+                                                                     chunk))
     grad_fn = lambda p, b: learner.grpo_grads(self.model, self.loss_config, temperature, p, b, chunk)
     n = rows.num_rows(batch)
     group = self.config.sampling.num_samples

@@ -15,9 +15,10 @@ from r1jax.checkpoint import Checkpointer
 from r1jax.train.writer import read_metrics
 
 
-def _config(workdir, **train_overrides):
+def _config(workdir, rl=None, **train_overrides):
   config = letters_grpo.get_config()
   config.train.update(dict(progress_bar=False, async_checkpoints=False, export_hf=False, **train_overrides))
+  config.rl.update(rl or {})
   hooks_lib.prepare(config, str(workdir))
   return config
 
@@ -55,12 +56,15 @@ def _final_params(workdir, config):
                                          flax.linen.unbox(models.abstract_params(model)))
 
 
-def test_resume_is_exact(tmp_path):
+# The second case keeps a KL reference and recomputes old log-probs (2 passes x 2 mini-batches):
+# the reference must stay the stage's initial policy across updates and a resume.
+@pytest.mark.parametrize("rl", [{}, {"beta": 0.05, "num_iterations": 2, "mini_batches": 2}])
+def test_resume_is_exact(tmp_path, rl):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-  config = _config(straight, steps=4, checkpoint_every=1)
+  config = _config(straight, rl, steps=4, checkpoint_every=1)
   train.run(config, str(straight), hooks_lib.data_hooks(config))
 
-  config = _config(resumed, steps=4, checkpoint_every=1)
+  config = _config(resumed, rl, steps=4, checkpoint_every=1)
   hooks = hooks_lib.data_hooks(config)
   preempted = train.DataHooks(prompt_iterator=lambda c, t: _StopAfter(hooks.prompt_iterator(c, t), 2))
   with pytest.raises(KeyboardInterrupt):
