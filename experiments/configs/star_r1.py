@@ -26,12 +26,12 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
 Measured (2 CPU cores, seed 0; all seeds in BENCHMARKS.md, re-measured by `python benchmarks/star_r1_default.py`):
 
     stage     split        format   TAcc   NDiff  reward
-    sft       in_view       1.000  0.840   0.000   5.280
-    sft       cross_view    1.000  0.750   0.000   4.875
+    sft       in_view       1.000  0.770   0.000   4.965
+    sft       cross_view    1.000  0.680   0.000   4.560
     grpo      in_view       1.000  1.000   0.000   6.000
-    grpo      cross_view    1.000  0.930   0.000   5.685      (wall time 2.8 min, all compilation included)
+    grpo      cross_view    1.000  0.960   0.000   5.820      (wall time 2.6 min, all compilation included)
 
-GRPO's gain depends on the seed (seed 1: TAcc 0.72 / 0.60 -> 0.72 / 0.71; seed 2: 0.48 / 0.41 -> 0.90 / 0.88).
+GRPO's gain depends on the seed (seed 1: TAcc 0.64 / 0.63 -> 0.72 / 0.72; seed 2: 0.48 / 0.41 -> 0.96 / 0.92).
 
 The reward curve is <workdir>/grpo/curves.png and the final policy (with its tokenizer) is exported to
 <workdir>/grpo/hf; `experiments/eval.py` re-scores any checkpoint on the held-out splits. Re-running the command
