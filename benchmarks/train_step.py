@@ -110,7 +110,7 @@ class JaxLearner:
   """`learner.grpo_grads` + `learner.apply_update`, compiled ahead of time for one batch shape."""
 
   def __init__(self, model, params, optim_config, total_steps: int, example_batch: dict):
-    self.tx = optim.make_optimizer(optim_config, params, total_steps)
+    self.tx = optim.make_optimizer(optim_config, total_steps)
     init = lambda p: learner.create_state(p, self.tx, jax.random.PRNGKey(0))
     self.state = jax.jit(init, out_shardings=state_shardings(self.tx, init, params))(params)
     start = time.perf_counter()

@@ -26,7 +26,9 @@ class RawRecord:
 
   Attributes:
     fields: the row as a dict (None when the row could not be parsed).
-    where: 'path:row N' (0-based row), used in every error and warning about this record.
+    where: 'path:line N' (JSONL: the 1-based line of the file, as editors number them) or
+      'path:record N' (JSON array / Parquet: the 1-based record), used in every error and warning
+      about this record.
     base_dir: folder that relative media paths are resolved against.
     error: why the row could not be parsed, or None.
   """
@@ -55,7 +57,7 @@ class JsonSource:
 
   def __getitem__(self, index: int) -> RawRecord:
     row = self._rows[index]
-    where = f"{self.path}:row {index}"
+    where = f"{self.path}:record {index + 1}"
     if not isinstance(row, dict):
       return RawRecord(None, where, os.path.dirname(self.path),
                        f"expected an object, got {type(row).__name__}")
@@ -67,14 +69,16 @@ class JsonlSource:
 
   def __init__(self, path: str):
     self.path = path
-    offsets = []
+    offsets, line_numbers = [], []
     with open(path, "rb") as f:
       position = 0
-      for line in f:
+      for number, line in enumerate(f, start=1):
         if line.strip():
           offsets.append(position)
+          line_numbers.append(number)
         position += len(line)
     self._offsets = np.asarray(offsets, np.int64)
+    self._line_numbers = np.asarray(line_numbers, np.int64)
     self._file = None
 
   def __getstate__(self):
@@ -88,7 +92,7 @@ class JsonlSource:
       self._file = open(self.path, "rb")  # pylint: disable=consider-using-with
     self._file.seek(int(self._offsets[index]))
     line = self._file.readline()
-    where = f"{self.path}:row {index}"
+    where = f"{self.path}:line {int(self._line_numbers[index])}"
     base_dir = os.path.dirname(self.path)
     try:
       row = json.loads(line)
@@ -128,7 +132,7 @@ class ParquetSource:
       self._cached_group = (group, self._file.read_row_group(group))
     table = self._cached_group[1]
     row = table.slice(index - int(self._group_starts[group]), 1).to_pylist()[0]
-    return RawRecord(row, f"{self.path}:row {index}", os.path.dirname(self.path))
+    return RawRecord(row, f"{self.path}:record {index + 1}", os.path.dirname(self.path))
 
 
 def open_source(path: str):

@@ -10,8 +10,9 @@ r1jax `checkpoints` folder (the model then comes from the recipe's config and th
 Decoding is greedy with the recipe's last stage's settings (`sampling.max_new_tokens`, stop tokens) and
 the splits are `config.eval.splits` (override any with `--config.eval.splits.<name>.<key>=value`).
 Prints the recipe's summary columns per split (for STAR-R1: format rate, TAcc, NDiff, mean reward) and
-writes eval.json and eval_samples.json to --output_dir (default: the HF folder, or the folder holding
-the `checkpoints` folder).
+writes eval.json and eval_samples.json to --output_dir, by default `eval_<checkpoint folder name>` next to
+the checkpoint (`/tmp/star_r1/grpo/eval_hf` for the command above): never inside the folder it reads,
+nor over the stage's own eval_samples.json.
 """
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ import ml_collections  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from experiments.cli import eval_output_dir, parse_flags  # noqa: E402
 from experiments.summary import eval_table, table_text  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe config file (get_config(arg)).", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "An HF folder or an r1jax `checkpoints` folder.")
 _SPLITS = flags.DEFINE_list("splits", [], "Names of config.eval.splits to run (default: all).")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Where eval.json goes (default: the checkpoint folder).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Where eval.json and eval_samples.json go "
+                                  "(default: <checkpoint parent>/eval_<checkpoint name>).")
 flags.mark_flags_as_required(["config", "checkpoint"])
 
 
@@ -71,9 +74,7 @@ def main(argv):
   checkpoint.quiet_orbax_logs()
   sharding.initialize()
   checkpoint_dir = os.path.abspath(_CHECKPOINT.value)
-  # Next to an r1jax checkpoints folder, not inside it (its entries are orbax's).
-  default_output = os.path.dirname(checkpoint_dir) if checkpoint.is_checkpoint_dir(checkpoint_dir) else checkpoint_dir
-  output_dir = os.path.abspath(_OUTPUT_DIR.value or default_output)
+  output_dir = os.path.abspath(_OUTPUT_DIR.value or eval_output_dir(checkpoint_dir))
   metrics = evaluate_checkpoint(_CONFIG.value, checkpoint_dir, output_dir, tuple(_SPLITS.value))
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
@@ -84,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -19,16 +19,27 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from experiments.cli import parse_flags  # noqa: E402
 from experiments.summary import eval_table, table_text  # noqa: E402
+from r1jax.errors import RunStoppedError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe config file (get_config(arg)).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics, plots and exports go.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _NoMissingBackendFilter(logging.Filter):
+  """Drops JAX's INFO line about backends it probed and did not find ('tpu' on every CPU run)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Unable to initialize backend")
+
+
 def main(argv):
   del argv
   logging.getLogger().setLevel(logging.INFO)
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_NoMissingBackendFilter())
   from r1jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   checkpoint_lib.quiet_orbax_logs()
   from r1jax import sharding  # pylint: disable=g-import-not-at-top
@@ -40,7 +51,11 @@ def main(argv):
   with config.unlocked():
     hooks.prepare(config, workdir)
   started = time.perf_counter()
-  results = train.run(config, workdir, hooks.data_hooks(config))
+  try:
+    results = train.run(config, workdir, hooks.data_hooks(config))
+  except RunStoppedError as e:  # its message says all; a traceback would bury it
+    logging.error("%s: %s", type(e).__name__, e)
+    sys.exit(1)
   summary = summarize(config, workdir, results, wall_s=time.perf_counter() - started)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
@@ -66,4 +81,4 @@ def summarize(config, workdir: str, results: dict[str, dict[str, float]], wall_s
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -109,6 +109,15 @@ class VisionProcessorConfig:
     }
     return cls(**{k: v for k, v in kwargs.items() if v is not None})
 
+  @classmethod
+  def find(cls, *folders: str) -> VisionProcessorConfig:
+    """From the first of `folders` (empty ones skipped) holding `preprocessor_config.json`;
+    Qwen2.5-VL's defaults when none does."""
+    for folder in folders:
+      if folder and os.path.isfile(os.path.join(folder, _PREPROCESSOR_FILE)):
+        return cls.from_pretrained(folder)
+    return cls()
+
   def save_pretrained(self, path: str) -> str:
     """Writes `preprocessor_config.json` into folder `path` in HF's format; returns the file."""
     os.makedirs(path, exist_ok=True)

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from r1jax.models import api
@@ -348,7 +349,8 @@ def batch_sharding(mesh: Mesh, rules=None) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(_batch_mesh_axes(mesh, rules) or None))
 
 
-def shard_batch(batch: Any, mesh: Mesh, rules=None, batch_axis: int | Mapping[str, int | None] = 0) -> Any:
+def shard_batch(batch: Any, mesh: Mesh, rules=None, batch_axis: int | Mapping[str, int | None] = 0,
+                uneven_rows: str = "error") -> Any:
   """Global arrays from this process's own rows (`jax.make_array_from_process_local_data`).
 
   Args:
@@ -357,13 +359,20 @@ def shard_batch(batch: Any, mesh: Mesh, rules=None, batch_axis: int | Mapping[st
     batch_axis: the axis holding rows, for all leaves or per top-level key (default 0), e.g.
       {"positions": 1} for M-RoPE ids [3, batch, length]; None replicates a leaf (every process
       must then pass the same value).
+    uneven_rows: a leaf whose rows do not split evenly over this process's batch shards is an
+      "error", or ("replicate") is gathered from every process (`gather_process_rows`) and
+      replicated whole, e.g. a sampler's 2 prompts per process on 4 devices each.
 
   Raises:
-    ValueError naming the leaf when its rows do not split evenly over this process's devices.
+    ValueError naming the leaf when its rows do not split evenly over this process's devices
+    (uneven_rows="error").
   """
+  if uneven_rows not in ("error", "replicate"):
+    raise ValueError(f"uneven_rows={uneven_rows!r} must be 'error' or 'replicate'")
   axes = _batch_mesh_axes(mesh, rules)
   _, groups = process_shard_info(mesh, rules)
   local_shards = math.prod(mesh.shape[axis] for axis in axes) // groups
+  replicated = NamedSharding(mesh, PartitionSpec())
 
   def put(path, leaf):
     name = jax.tree_util.keystr(path, simple=True, separator="/")
@@ -371,15 +380,17 @@ def shard_batch(batch: Any, mesh: Mesh, rules=None, batch_axis: int | Mapping[st
     axis = batch_axis.get(top, 0) if isinstance(batch_axis, Mapping) else batch_axis
     leaf = np.asarray(leaf)
     if axis is None:
-      spec = PartitionSpec()
-    else:
-      if leaf.ndim <= axis:
-        raise ValueError(f"batch leaf {name!r} has shape {leaf.shape}, with no batch axis {axis}")
-      if leaf.shape[axis] % local_shards:
-        raise ValueError(f"batch leaf {name!r} has {leaf.shape[axis]} rows on this process, not divisible by the "
-                         f"{local_shards} batch shards of its devices (mesh {dict(mesh.shape)}, batch over {axes})")
+      return jax.make_array_from_process_local_data(replicated, leaf)
+    if leaf.ndim <= axis:
+      raise ValueError(f"batch leaf {name!r} has shape {leaf.shape}, with no batch axis {axis}")
+    if leaf.shape[axis] % local_shards == 0:
       spec = PartitionSpec(*([None] * axis + [axes or None]))
-    return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), leaf)
+      return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), leaf)
+    if uneven_rows == "error":
+      raise ValueError(f"batch leaf {name!r} has {leaf.shape[axis]} rows on this process, not divisible by the "
+                       f"{local_shards} batch shards of its devices (mesh {dict(mesh.shape)}, batch over {axes})")
+    rows = np.concatenate(gather_process_rows(np.moveaxis(leaf, axis, 0), mesh, rules))
+    return jax.make_array_from_process_local_data(replicated, np.moveaxis(rows, 0, axis))
 
   return jax.tree_util.tree_map_with_path(put, batch)
 
@@ -464,6 +475,12 @@ def process_shard_info(mesh: Mesh | None = None, rules=None) -> tuple[int, int]:
   """
   if mesh is None:
     return jax.process_index(), jax.process_count()
+  groups = _process_groups(mesh, rules)
+  return groups[jax.process_index()], len(set(groups.values()))
+
+
+def _process_groups(mesh: Mesh, rules) -> dict[int, int]:
+  """{process index: index of its part of the global batch} (see `process_shard_info`)."""
   batch_axes = _batch_mesh_axes(mesh, rules)
   positions = [mesh.axis_names.index(axis) for axis in batch_axes]
   sizes = [mesh.devices.shape[p] for p in positions]
@@ -475,4 +492,57 @@ def process_shard_info(mesh: Mesh | None = None, rules=None) -> tuple[int, int]:
   if sum(len(g) for g in groups) != len(set().union(*groups)):
     raise ValueError(f"mesh {dict(mesh.shape)} gives processes partly overlapping batch shards "
                      f"({[sorted(g) for g in groups]}); make the batch axes {batch_axes} span whole processes")
-  return groups.index(frozenset(rows[jax.process_index()])), len(groups)
+  return {process: groups.index(frozenset(shards)) for process, shards in rows.items()}
+
+
+def spans_processes(mesh: Mesh | None) -> bool:
+  """Whether `mesh` has devices of several processes (its global arrays are not all readable here)."""
+  return mesh is not None and len({device.process_index for device in mesh.devices.flat}) > 1
+
+
+def process_values(values: Sequence[int]) -> np.ndarray:
+  """int64 [processes, len(values)]: every process's `values`, by process index (a collective:
+  every process calls it). Processes use it to agree on shapes, e.g. a padded length."""
+  values = np.asarray(values, np.int32).reshape(-1)
+  if jax.process_count() == 1:
+    return values[None].astype(np.int64)
+  return np.asarray(multihost_utils.process_allgather(values)).astype(np.int64)
+
+
+def gather_process_rows(local: np.ndarray, mesh: Mesh, rules=None) -> list[np.ndarray]:
+  """Every part of the global batch's `local` array, in global batch order (a collective).
+
+  Each process passes the array of its own part (rows of any count along axis 0, e.g. its
+  prompts' packed pixel values); the result lists one array per part, in the order in which
+  `shard_batch` lays the parts out along the batch axis, so their concatenation lines up with
+  the global rows. Processes holding the same part (`process_shard_info`) pass the same array;
+  it appears once. With a mesh of this process's devices only: [local].
+
+  Arrays of different row counts are padded to the longest for the all-gather (one gather of
+  the counts, one of the padded arrays); shapes past axis 0 and dtypes must agree.
+  """
+  local = np.asarray(local)
+  if not spans_processes(mesh):
+    return [local]
+  counts = np.asarray(multihost_utils.process_allgather(np.int32(len(local))))
+  padded = np.zeros((int(counts.max()),) + local.shape[1:], local.dtype)
+  padded[:len(local)] = local
+  everything = np.asarray(multihost_utils.process_allgather(padded))  # [processes, longest, ...]
+  first_process = {}
+  for process, part in sorted(_process_groups(mesh, rules).items()):
+    first_process.setdefault(part, process)
+  return [everything[p][:counts[p]] for _, p in sorted(first_process.items())]
+
+
+def process_rows(array: jax.Array, mesh: Mesh, rules=None, axis: int = 0) -> np.ndarray:
+  """This process's part of a global array whose `axis` holds the global batch's rows (host NumPy).
+
+  The inverse of `shard_batch` for outputs the host needs (sampled tokens, log-probs): with
+  several processes the array spans devices this process cannot read, so `np.asarray` fails;
+  it is all-gathered (whatever its sharding) and this process's rows are cut out. With one
+  process: all of it.
+  """
+  index, count = process_shard_info(mesh, rules)
+  full = np.asarray(array if array.is_fully_addressable else multihost_utils.process_allgather(array, tiled=True))
+  rows = full.shape[axis] // count
+  return np.take(full, np.arange(index * rows, (index + 1) * rows), axis=axis)

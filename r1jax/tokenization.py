@@ -155,6 +155,27 @@ def load_tokenizer(path: str):
   return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
+# `from_pretrained` arguments that transformers keeps in the tokenizer's init kwargs and writes back
+# into tokenizer_config.json. They describe how one folder was loaded, not the tokenizer.
+_LOADER_ONLY_KEYS = ("is_local", "local_files_only", "cache_dir", "force_download", "proxies", "revision",
+                     "subfolder", "token", "trust_remote_code", "_commit_hash")
+
+
+def save_tokenizer(tokenizer, folder: str) -> str:
+  """`tokenizer.save_pretrained(folder)` with a clean tokenizer_config.json (no loader-only arguments).
+
+  Returns:
+    `folder`, loadable with `load_tokenizer` or `transformers.AutoTokenizer.from_pretrained`.
+  """
+  tokenizer.save_pretrained(folder)
+  file = os.path.join(folder, "tokenizer_config.json")
+  with open(file, encoding="utf-8") as f:
+    config = json.load(f)
+  with open(file, "w", encoding="utf-8") as f:
+    json.dump({k: v for k, v in config.items() if k not in _LOADER_ONLY_KEYS}, f, indent=2, ensure_ascii=False)
+  return folder
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecialTokenIds:
   """Ids the model config and the sampler need."""

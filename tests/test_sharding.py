@@ -227,8 +227,9 @@ def test_train_state_moments_are_sharded_like_their_parameters():
   mesh = sharding.make_mesh(LAYOUTS["fsdp4_tensor2"])
   params = sharding.init_sharded(model, jax.random.PRNGKey(0), mesh)
   optim_config = train_config.default_config().optim
-  optim_config.freeze = ("embed_tokens/.*",)  # multi_transform: moments sit one level deeper
-  state = loop.init_state(params, optim.make_optimizer(optim_config, params, 10), 0, mesh)
+  optim_config.freeze = ("embed_tokens/.*",)  # frozen leaves have no moments
+  state = loop.init_state(params, optim.make_optimizer(optim_config, 10), 0, mesh,
+                         optim.frozen_paths(params, optim_config.freeze))
   wanted = {jax.tree_util.keystr(path): leaf.sharding for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
   moments = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]:
@@ -468,6 +469,20 @@ def test_shard_batch_splits_rows_over_data_and_fsdp():
     np.testing.assert_array_equal(np.asarray(out[key]), batch[key])
   with pytest.raises(ValueError, match=r"batch leaf 'input_ids' has 6 rows on this process, not divisible by the 8"):
     sharding.shard_batch({"input_ids": np.zeros((6, 3))}, mesh)
+
+
+def test_shard_batch_replicates_uneven_rows_when_asked():
+  mesh = sharding.make_mesh(LAYOUTS["data2_fsdp4"])
+  rows = np.arange(6 * 3).reshape(6, 3)
+  positions = np.arange(3 * 6 * 3).reshape(3, 6, 3)
+  out = sharding.shard_batch({"input_ids": rows, "positions": positions}, mesh, batch_axis={"positions": 1},
+                             uneven_rows="replicate")
+  for key, value in (("input_ids", rows), ("positions", positions)):
+    assert out[key].sharding.is_fully_replicated
+    np.testing.assert_array_equal(np.asarray(out[key]), value)
+    np.testing.assert_array_equal(sharding.process_rows(out[key], mesh, axis=0 if key == "input_ids" else 1), value)
+  with pytest.raises(ValueError, match="uneven_rows='pad' must be 'error' or 'replicate'"):
+    sharding.shard_batch({"input_ids": rows}, mesh, uneven_rows="pad")
 
 
 def test_process_shard_info_single_process():

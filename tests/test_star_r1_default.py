@@ -105,11 +105,13 @@ def test_rerun_skips_finished_stages_and_resumes_an_unfinished_one(first_run):
     assert sorted(json.load(f)["eval"]["grpo"]) == sorted(SPLITS)
 
 
-def test_eval_command_reproduces_the_final_held_out_figures(first_run, tmp_path):
+# The HF export and the r1jax checkpoints folder hold the same final weights.
+@pytest.mark.parametrize("source", ["hf", "checkpoints"])
+def test_eval_command_reproduces_the_final_held_out_figures(first_run, tmp_path, source):
   workdir, cache, _ = first_run
   result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "eval.py"),
                            "--config=" + os.path.join(ROOT, "experiments", "configs", "star_r1.py"),
-                           f"--checkpoint={workdir / 'grpo' / 'hf'}", f"--output_dir={tmp_path}", *_small_eval()],
+                           f"--checkpoint={workdir / 'grpo' / source}", f"--output_dir={tmp_path}", *_small_eval()],
                           cwd=ROOT, env=_env(cache), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-5000:]
   with open(tmp_path / "eval.json") as f:

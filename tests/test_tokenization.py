@@ -117,3 +117,16 @@ def test_build_tokenizer_rejects_bad_arguments(tmp_path):
     tokenization.build_tokenizer(str(tmp_path), "a single string", vocab_size=300)
   with pytest.raises(ValueError, match="vocab_size=100"):
     tokenization.build_tokenizer(str(tmp_path), CORPUS, vocab_size=100)
+
+
+def test_save_tokenizer_writes_no_loader_arguments_and_reloads_the_same(tokenizer, tmp_path):
+  # `load_tokenizer` passes local_files_only=True; transformers would write it (and is_local) back.
+  out = tokenization.save_tokenizer(tokenizer, str(tmp_path / "saved"))
+  with open(os.path.join(out, "tokenizer_config.json")) as f:
+    config = json.load(f)
+  assert not {"is_local", "local_files_only"} & set(config), sorted(config)
+  assert config["eos_token"] == "<|im_end|>"  # the rest is kept
+  again = tokenization.load_tokenizer(out)
+  text = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Where?<think>x</think><|im_end|>"
+  assert again.encode(text, add_special_tokens=False) == tokenizer.encode(text, add_special_tokens=False)
+  assert again.chat_template == tokenizer.chat_template

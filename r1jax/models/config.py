@@ -114,6 +114,13 @@ class ModelConfig:
     return self.vision is not None
 
   @property
+  def vision_token_ids(self) -> tuple[int, ...]:
+    """The vision special tokens (image / video pad, vision start / end), sorted; none for a text model.
+    Only the processor places them: a policy must never generate them."""
+    ids = (self.image_token_id, self.video_token_id, self.vision_start_token_id, self.vision_end_token_id)
+    return tuple(sorted({i for i in ids if i is not None}))
+
+  @property
   def architecture(self) -> str:
     return QWEN2_5_VL_ARCH if self.is_multimodal else QWEN2_ARCH
 
@@ -144,6 +151,10 @@ _TEXT_KEYS = {
     "num_key_value_heads": "num_kv_heads", "rms_norm_eps": "rms_norm_eps",
     "max_position_embeddings": "max_position_embeddings",
 }
+# Required, although transformers has defaults for them: its defaults describe a 7B-sized model
+# (hidden 4096, 32 layers), which a folder that lacks the field almost certainly is not.
+_REQUIRED_TEXT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+_ARCH_BY_MODEL_TYPE = {"qwen2": QWEN2_ARCH, "qwen2_5_vl": QWEN2_5_VL_ARCH}
 _VISION_KEYS = {
     "depth": "depth", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
     "num_heads": "num_heads", "out_hidden_size": "out_hidden_size", "in_channels": "in_channels",
@@ -185,30 +196,42 @@ def _as_tuple(ids) -> tuple[int, ...]:
   return tuple(ids) if isinstance(ids, (list, tuple)) else (int(ids),)
 
 
+def _architecture(hf: Mapping[str, Any]) -> str:
+  """The architecture `config.json` names, or that its model_type implies (as transformers' Auto classes read it)."""
+  archs = hf.get("architectures")
+  if not archs:
+    model_type = hf.get("model_type")
+    if model_type not in _ARCH_BY_MODEL_TYPE:
+      raise ValueError(f"config.json has no 'architectures' field and its model_type={model_type!r} is not one of "
+                       f"{sorted(_ARCH_BY_MODEL_TYPE)}; expected architectures=[{QWEN2_ARCH!r}] or "
+                       f"[{QWEN2_5_VL_ARCH!r}]")
+    return _ARCH_BY_MODEL_TYPE[model_type]
+  if archs[0] not in _ARCH_BY_MODEL_TYPE.values():
+    raise ValueError(f"unsupported architectures={archs} in config.json; expected {QWEN2_ARCH} or {QWEN2_5_VL_ARCH}")
+  return archs[0]
+
+
 def config_from_hf(hf: Mapping[str, Any], **runtime) -> ModelConfig:
   """Builds a `ModelConfig` from a parsed HF `config.json`; `runtime` sets dtype/scan/remat.
 
   Raises ValueError naming the field for anything r1jax does not implement (sliding window,
   rope scaling, other activations, unknown architectures or fields).
   """
-  archs = hf.get("architectures") or [QWEN2_ARCH if hf.get("model_type") == "qwen2" else None]
-  arch = archs[0]
-  if arch not in (QWEN2_ARCH, QWEN2_5_VL_ARCH):
-    raise ValueError(f"unsupported architectures={archs} in config.json; expected {QWEN2_ARCH} or {QWEN2_5_VL_ARCH}")
+  arch = _architecture(hf)
   is_vl = arch == QWEN2_5_VL_ARCH
-  text = dict(hf.get("text_config") or hf) if is_vl else dict(hf)
-  where = "config.json text_config" if "text_config" in hf and is_vl else "config.json"
+  in_section = is_vl and bool(hf.get("text_config"))  # transformers v5 layout; v4 has the text fields on top
+  text = dict(hf["text_config"]) if in_section else dict(hf)
+  where = "config.json text_config" if in_section else "config.json"
   _check_keys(text, _TEXT_KEYS, _IGNORED_HF_KEYS, where)
+  missing = [("text_config." if in_section else "") + k for k in _REQUIRED_TEXT_KEYS if text.get(k) is None]
+  if missing:
+    raise ValueError(f"config.json is missing required field(s) {missing}")
   if text.get("use_sliding_window") or hf.get("use_sliding_window"):
     raise ValueError(f"use_sliding_window=true in {where} is not supported (Qwen2.5 checkpoints use full attention)")
   if text.get("hidden_act", "silu") != "silu":
     raise ValueError(f"hidden_act={text['hidden_act']!r} in {where} is not supported; Qwen2 uses 'silu'")
   if "head_dim" in text and text["head_dim"] != text["hidden_size"] // text["num_attention_heads"]:
     raise ValueError(f"head_dim={text['head_dim']} in {where} differs from hidden_size/num_attention_heads")
-  missing = [k for k in _TEXT_KEYS if k not in text and k not in ("rms_norm_eps", "max_position_embeddings",
-                                                                    "num_key_value_heads")]
-  if missing:
-    raise ValueError(f"config.json is missing required field(s) {missing}")
   theta, mrope = _rope(text, where)
   if is_vl and mrope is None:
     mrope = (16, 24, 24)
@@ -260,8 +283,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
       "pad_token_id": config.pad_token_id,
       # transformers' default bos id (Qwen's <|endoftext|>) lies outside a small built vocabulary.
       "bos_token_id": _HF_DEFAULT_BOS if t.vocab_size > _HF_DEFAULT_BOS else None,
-      "eos_token_id": (list(config.eos_token_id) if len(config.eos_token_id) != 1 else config.eos_token_id[0])
-                      if config.eos_token_id else None,
+      "eos_token_id": _eos_to_hf(config),
   }
   if not config.is_multimodal:
     return {"architectures": [QWEN2_ARCH], "model_type": "qwen2", **text, "dtype": config.param_dtype}
@@ -285,6 +307,21 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
   }
 
 
+def _eos_to_hf(config: ModelConfig) -> int | list[int] | None:
+  ids = config.eos_token_id
+  return (list(ids) if len(ids) != 1 else ids[0]) if ids else None
+
+
+def generation_config_to_hf(config: ModelConfig) -> dict[str, Any]:
+  """`generation_config.json` with r1jax's sampling rules: stop at eos, never emit a vision special token.
+
+  With it, transformers' plain `generate` decodes greedily as r1jax's sampler does.
+  """
+  generation = {"eos_token_id": _eos_to_hf(config), "pad_token_id": config.pad_token_id,
+                "suppress_tokens": list(config.vision_token_ids) or None}
+  return {k: v for k, v in generation.items() if v is not None}
+
+
 def load_hf_config(path: str, **runtime) -> ModelConfig:
   """Reads `<path>/config.json` of a local HF folder."""
   if not os.path.isdir(path):
@@ -292,8 +329,14 @@ def load_hf_config(path: str, **runtime) -> ModelConfig:
   file = os.path.join(path, "config.json")
   if not os.path.isfile(file):
     raise FileNotFoundError(f"{file!r} is missing: a checkpoint folder needs config.json (HF layout)")
-  with open(file, encoding="utf-8") as f:
-    return config_from_hf(json.load(f), **runtime)
+  try:
+    with open(file, encoding="utf-8") as f:
+      hf = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{file!r} is not valid JSON ({e}): the file is empty, truncated or corrupt") from None
+  if not isinstance(hf, dict):
+    raise ValueError(f"{file!r} holds a JSON {type(hf).__name__}, not the {{field: value}} object of a config")
+  return config_from_hf(hf, **runtime)
 
 
 # --------------------------------------------------------------------------- presets

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from typing import Any, Callable, Sequence
 
 import flax
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.models import api
-from r1jax.models.config import ModelConfig, config_to_hf, load_hf_config
+from r1jax.models.config import ModelConfig, config_to_hf, generation_config_to_hf, load_hf_config
 from r1jax.models.safetensors_io import SafetensorsFolder, write_safetensors
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -146,7 +146,8 @@ def load_pretrained(path: str, dtype=jnp.float32, mesh=None, *, compute_dtype=No
 
   Raises:
     FileNotFoundError for a missing folder/file; ValueError listing missing or unexpected tensor
-    names, naming a tensor whose shape differs (expected vs got), or an unsupported architecture.
+    names, naming a tensor whose shape differs (expected vs got), a config field that is missing or
+    unsupported, or a corrupt file (with the tensor and the bytes expected).
   """
   dtype_name = jnp.dtype(dtype).name
   config = load_hf_config(path, dtype=jnp.dtype(compute_dtype or dtype).name, param_dtype=dtype_name,
@@ -229,17 +230,33 @@ def _load_tensor(folder, rule: TensorRule, expected, dtype: np.dtype, sharding) 
   return jax.make_array_from_callback(expected, sharding, read_slice)
 
 
-def save_pretrained(model, params, path: str, dtype=None, max_shard_bytes: int = 4 << 30) -> str:
-  """Writes `params` as a transformers-loadable folder (config.json + safetensors).
+def save_pretrained(model, params, path: str, dtype=None, max_shard_bytes: int = 4 << 30, *, tokenizer=None,
+                    vision_processor=None) -> str:
+  """Writes `params` as a transformers-loadable folder (config.json, generation_config.json, safetensors).
 
   Tensors are written in files of at most `max_shard_bytes` (with `model.safetensors.index.json`
   when there are several), so only one file's worth is on the host at a time. The folder is
   written to a temporary sibling and renamed into place: a crash never leaves a half-written
   export. Sharded / multi-host arrays are gathered tensor by tensor; only process 0 writes.
+
+  Args:
+    tokenizer: when given, saved too (chat template included, no loader-only arguments), and for
+      Qwen2.5-VL `preprocessor_config.json`: `transformers.AutoProcessor.from_pretrained(path)` then
+      builds the processor whose output (`mm_token_type_ids` included, which transformers needs for
+      the M-RoPE positions) feeds `generate` as is.
+    vision_processor: the `r1jax.processing.VisionProcessorConfig` the model was trained with
+      (default: Qwen2.5-VL's); only for Qwen2.5-VL with a tokenizer.
+
+  Raises:
+    ValueError: `vision_processor`'s patch, temporal patch or merge size differs from the model's.
   """
   config: ModelConfig = model.config
   if dtype is not None:
     config = config.replace(param_dtype=jnp.dtype(dtype).name)
+  if config.is_multimodal and tokenizer is not None:
+    from r1jax import processing  # pylint: disable=g-import-not-at-top
+    vision_processor = vision_processor or processing.VisionProcessorConfig()
+    _check_vision_processor(vision_processor, config)
   tree = params["params"] if "params" in params else params
   writer = _ShardWriter(path, max_shard_bytes) if jax.process_index() == 0 else None
   for rule in conversion_rules(config):
@@ -251,8 +268,25 @@ def save_pretrained(model, params, path: str, dtype=None, max_shard_bytes: int =
       if writer is not None:
         writer.add(name, np.ascontiguousarray(rule.to_hf(np.asarray(part))))
   if writer is not None:
-    writer.finish(config_to_hf(config))
+    if tokenizer is not None:
+      from r1jax.tokenization import save_tokenizer  # pylint: disable=g-import-not-at-top
+      save_tokenizer(tokenizer, writer.staging)
+      if config.is_multimodal:
+        vision_processor.save_pretrained(writer.staging)
+    writer.finish({"config.json": config_to_hf(config), "generation_config.json": generation_config_to_hf(config)})
   return path
+
+
+def _check_vision_processor(processor, config: ModelConfig) -> None:
+  """An image processor that patchifies differently from the vision tower would export a broken folder."""
+  v = config.vision
+  pairs = {"patch_size": (processor.patch_size, v.patch_size),
+           "temporal_patch_size": (processor.temporal_patch_size, v.temporal_patch_size),
+           "merge_size": (processor.merge_size, v.spatial_merge_size)}
+  wrong = {k: pair for k, pair in pairs.items() if pair[0] != pair[1]}
+  if wrong:
+    raise ValueError("vision_processor does not match the model's vision config: "
+                     + ", ".join(f"{k}={ours} (model: {theirs})" for k, (ours, theirs) in wrong.items()))
 
 
 class _ShardWriter:
@@ -262,7 +296,10 @@ class _ShardWriter:
     self.path, self.max_shard_bytes = path, max_shard_bytes
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    self.staging = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+    # A plain mkdir, not mkdtemp: the folder is renamed into the export and must get the umask's
+    # permissions like any other output, not mkdtemp's private 0700.
+    self.staging = os.path.join(parent, f".tmp-export-{uuid.uuid4().hex}")
+    os.mkdir(self.staging)
     self.pending: dict[str, np.ndarray] = {}
     self.files: list[list[str]] = []
 
@@ -276,7 +313,8 @@ class _ShardWriter:
     self.files.append(sorted(self.pending))
     self.pending = {}
 
-  def finish(self, hf_config: dict) -> None:
+  def finish(self, json_files: dict[str, dict]) -> None:
+    """Writes the last tensors and `json_files` ({file name: content}), then renames the folder into place."""
     self._flush()
     count = len(self.files)
     names = ["model.safetensors"] if count == 1 else [
@@ -287,8 +325,9 @@ class _ShardWriter:
       weight_map = {tensor: file for file, tensors in zip(names, self.files) for tensor in tensors}
       with open(os.path.join(self.staging, "model.safetensors.index.json"), "w", encoding="utf-8") as f:
         json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=2)
-    with open(os.path.join(self.staging, "config.json"), "w", encoding="utf-8") as f:
-      json.dump(hf_config, f, indent=2)
+    for name, content in json_files.items():
+      with open(os.path.join(self.staging, name), "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2)
     if os.path.exists(self.path):
       shutil.rmtree(self.path)
     os.replace(self.staging, self.path)

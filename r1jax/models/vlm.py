@@ -22,7 +22,7 @@ import numpy as np
 
 from r1jax.models.config import ModelConfig
 from r1jax.models.llm import CausalLM
-from r1jax.models.vision import VisionGrid, VisionTransformer, as_vision_grid, num_merged_tokens, vision_grid
+from r1jax.models.vision import VisionGrid, VisionTransformer, as_vision_grid, vision_grid
 from r1jax.models.vision import vision_rules  # noqa: F401  (hf.conversion_rules imports it from here)
 
 Array = jax.Array
@@ -34,7 +34,8 @@ def scatter_features(embeds: Array, token_mask: Array, features: Array) -> Array
 
   Args:
     embeds: [batch, length, embed]; token_mask: bool [batch, length]; features: [n, embed] with
-      n = token_mask.sum() (checked on the host, see `check_feature_counts`).
+      n = token_mask.sum(). Under jit a wrong n is not an error (the index is clipped): check
+      on the host first, with `check_row_feature_counts`.
   """
   batch, length, width = embeds.shape
   flat_mask = token_mask.reshape(-1)
@@ -57,6 +58,59 @@ def check_feature_counts(config: ModelConfig, input_ids, num_image_features: int
       raise ValueError(f"{kind} features and {kind} tokens do not match: input_ids hold {tokens} "
                        f"<|{kind}_pad|> tokens ({kind}_token_id={token_id}) but the {kind} inputs give "
                        f"{count} features")
+
+
+def check_row_feature_counts(config: ModelConfig, input_ids, image_grid_thw=None, video_grid_thw=None,
+                             image_counts=None, video_counts=None) -> None:
+  """Host-side check, before every jitted call that takes pixels, that each row's image/video pad
+  tokens get exactly the merged features of that row's items.
+
+  Under jit `scatter_features` clips its index, so a mismatch would silently give pad tokens
+  another row's features (or repeats of the last one); this is the check it relies on.
+
+  Args:
+    input_ids: int [batch, length], padding included.
+    image_grid_thw / video_grid_thw: int [num_items, 3] patch grids, items packed in row order;
+      None when absent.
+    image_counts / video_counts: int [batch] items of each row. None: each row takes the next
+      whole items until its pad tokens are covered (transformers' convention), the last row the
+      rest, so the first row they cannot cover exactly is the one named.
+
+  Raises:
+    ValueError naming the row, the kind and both counts: pad tokens in input_ids and merged
+    features from grid_thw.
+  """
+  ids = np.asarray(input_ids)
+  features, wrong = {}, np.zeros(len(ids), bool)
+  for kind, token_id, grid, counts in (("image", config.image_token_id, image_grid_thw, image_counts),
+                                       ("video", config.video_token_id, video_grid_thw, video_counts)):
+    tokens = np.zeros(len(ids), np.int64) if token_id is None else (ids == token_id).sum(axis=1)
+    features[kind] = _features_per_row(config, kind, grid, counts, tokens)
+    wrong |= tokens != features[kind]
+  if wrong.any():
+    row = int(np.argmax(wrong))
+    try:
+      check_feature_counts(config, ids[row], int(features["image"][row]), int(features["video"][row]))
+    except ValueError as error:
+      raise ValueError(f"row {row}: {error}") from None
+
+
+def _features_per_row(config: ModelConfig, kind: str, grid_thw, counts, tokens: np.ndarray) -> np.ndarray:
+  """int64 [batch]: merged features of each row's items (see `check_row_feature_counts`)."""
+  if grid_thw is None or not len(grid_thw) or not len(tokens):
+    return np.zeros(len(tokens), np.int64)
+  per_item = np.asarray(grid_thw, np.int64).reshape(-1, 3).prod(axis=1) // config.vision.spatial_merge_size**2
+  ends = np.concatenate([[0], np.cumsum(per_item)])
+  if counts is None:
+    row_ends = ends[np.searchsorted(ends, np.cumsum(tokens), side="right") - 1]
+    row_ends[-1] = ends[-1]
+  else:
+    counts = np.asarray(counts, np.int64)
+    if counts.shape != tokens.shape or counts.sum() != len(per_item):
+      raise ValueError(f"{kind}_counts {counts.tolist()} must give one count per row ({len(tokens)} rows) "
+                       f"summing to the {len(per_item)} items of {kind}_grid_thw")
+    row_ends = ends[np.cumsum(counts)]
+  return np.diff(row_ends, prepend=0)
 
 
 def _token_types(config: ModelConfig, input_ids: np.ndarray) -> np.ndarray:
@@ -239,7 +293,7 @@ class VisionLanguageModel(nn.Module):
                      second_per_grid_ts=None, mm_token_type_ids=None) -> Array:
     """fp32 logits [batch, length, vocab] with transformers' arguments and semantics.
 
-    Validates on the host (pixel width, grids, token/feature counts), computes the M-RoPE
+    Validates on the host (pixel width, grids, each row's token/feature counts), computes the M-RoPE
     positions with `get_rope_index` when vision grids are given (transformers' default; text
     only: 0..length-1 per row), then runs one jitted apply (compiled once per shape).
     `mm_token_type_ids` (transformers' processor output) is optional: the modality of each
@@ -253,7 +307,7 @@ class VisionLanguageModel(nn.Module):
     mask = None if attention_mask is None else np.asarray(attention_mask).astype(bool)
     pixels = {"image": pixel_values, "video": pixel_values_videos}
     grids = {"image": image_grid_thw, "video": video_grid_thw}
-    layouts, counts = {"image": None, "video": None}, {"image": 0, "video": 0}
+    layouts = {"image": None, "video": None}
     for kind in ("image", "video"):
       name = "pixel_values" if kind == "image" else "pixel_values_videos"
       if pixels[kind] is None or np.shape(pixels[kind])[0] == 0:  # zero rows: the processor's "no images"
@@ -271,8 +325,8 @@ class VisionLanguageModel(nn.Module):
       if layouts[kind].num_patches != shape[0]:
         raise ValueError(f"{name} has {shape[0]} patches but {kind}_grid_thw describes "
                          f"{layouts[kind].num_patches} (sum of t*h*w)")
-      counts[kind] = num_merged_tokens(cfg.vision, grids[kind])
-    check_feature_counts(cfg, ids, counts["image"], counts["video"])
+    check_row_feature_counts(cfg, ids, *(grids[kind] if layouts[kind] is not None else None
+                                         for kind in ("image", "video")))
     if position_ids is None and (layouts["image"] is not None or layouts["video"] is not None):
       position_ids = get_rope_index(cfg, ids, image_grid_thw, video_grid_thw, second_per_grid_ts, mask)[0]
     as_array = lambda x: None if x is None else jnp.asarray(x)

@@ -39,18 +39,31 @@ class RewardFn(Protocol):
 
 
 _REGISTRY: dict[str, RewardFn] = {}
+_REQUIRED_JUDGES: dict[str, tuple[str, ...]] = {}
 
 
-def register(name: str) -> Callable[[RewardFn], RewardFn]:
-  """Decorator registering a reward function under `name`."""
+def register(name: str, *, judges: tuple[str, ...] = ()) -> Callable[[RewardFn], RewardFn]:
+  """Decorator registering a reward function under `name`.
+
+  `judges` names the context keys of the judges the reward cannot score without (e.g. 3D-R1's
+  "embedder"); the trainer builds them at start-up (`judges.judge_context`) and stops with an error
+  saying how to provide one that is missing, instead of scoring every sample without it.
+  """
 
   def wrap(fn: RewardFn) -> RewardFn:
     if name in _REGISTRY and _REGISTRY[name] is not fn:
       raise ValueError(f"reward {name!r} is registered twice")
     _REGISTRY[name] = fn
+    _REQUIRED_JUDGES[name] = tuple(judges)
     return fn
 
   return wrap
+
+
+def required_judges(name: str) -> tuple[str, ...]:
+  """The judge context keys that the reward registered as `name` requires."""
+  get(name)
+  return _REQUIRED_JUDGES[name]
 
 
 def get(name: str) -> RewardFn:

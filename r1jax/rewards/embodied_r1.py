@@ -11,7 +11,8 @@ Ground truth keys:
     fsd_free_point (free_point)    JSON `{"bbox": [x1, y1, x2, y2], "free_points": [[x, y] x 8]}`
     fsd_visual_trace (visual_trace) JSON `{"trajectory": [[x, y], ...]}`
     point_rec, grounding_rec       JSON `{"segmentation": [[x, y], ...]}` (a polygon)
-  The short names in brackets are accepted too.
+  The short names in brackets are accepted too. A missing answer, an unknown type or a payload
+  that does not fit its type raises, naming the field.
 Context keys (all optional):
   width, height: original image size. When given (here or in the ground truth), predicted points
     are mapped from resized-input pixels to original pixels with `smart_resize`; without them
@@ -23,8 +24,8 @@ Context keys (all optional):
 Completion: `<think>…</think><answer>…<point>[[x, y], ...]</point>…</answer>`.
 
 Formula (total in [0, 1]); fmt = think/answer fullmatch, pfmt = a `<point>…</point>` is present;
-the point terms read the first `<point>` block (a JSON list of [x, y]) and are 0 if it does not
-parse or is empty:
+the point terms read the first `<point>` block (a JSON list of [x, y] lists) and are 0 if it does
+not parse or is empty:
   general_qa / spatial_qa: 0.1 fmt + 0.9 acc.
   point_ref:     0.1 fmt + 0.1 pfmt + 0.8 dist,
                  dist = mean over predicted points of Ramp(distance to nearest GT point, 10, 50).
@@ -46,10 +47,12 @@ Choices:
   * Points on a polygon's border count as inside (the public code's ray casting leaves it
     to floating point).
   * "An empty point list scores 0" applies to the point terms; fmt and pfmt still count.
+  * Predicted points are read as the public code reads them: JSON only, a list of [x, y] lists.
+    A bare point `[x, y]`, Python tuples `[(x, y)]` and Qwen-style `{"point_2d": [x, y]}` dicts
+    do not parse (a reward that took them would let the policy drift to formats the paper's
+    evaluation rejects). Ground-truth payloads are read with the shared, lenient parsers.
   * QA accuracy reads the `<answer>` content, or the whole completion if there is none (as the
     public code does).
-  * A ground truth without a `<type>` tag, with an unknown type or with malformed JSON scores 0
-    in every term that needs it, reported in info["gt_error"].
 
 Components: format, point_format, accuracy (the task's accuracy terms combined, in [0, 1]),
 parse (1 if the point list parsed; for QA, if an `<answer>` block was found), plus per task:
@@ -64,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from r1jax.rewards import geometry, grading, parsing
+from r1jax.rewards import geometry, grading, parsing, schema
 from r1jax.rewards.base import RewardResult, register
 
 TRACE_POINTS = 8
@@ -81,6 +84,16 @@ _TYPE_ALIASES = {
 _TYPE_TAG = re.compile(r"<type>(.*?)</type>", re.DOTALL)
 
 
+# What each task's ground-truth payload (after the type tag) must be, for error messages.
+_PAYLOADS = {
+    "qa": "the answer text",
+    "point_ref": "a JSON list of [x, y] reference points",
+    "free_point": 'JSON {"bbox": [x1, y1, x2, y2], "free_points": [[x, y], ...]}',
+    "visual_trace": 'JSON {"trajectory": [[x, y], ...]}',
+    "region": 'JSON {"segmentation": [[x, y], ...]} with at least 3 points',
+}
+
+
 def parse_ground_truth(answer: Any) -> tuple[str | None, str]:
   """`<type>TYPE</type>REST` -> (TYPE, stripped REST); (None, "") without a type tag."""
   if not isinstance(answer, str):
@@ -89,6 +102,39 @@ def parse_ground_truth(answer: Any) -> tuple[str | None, str]:
   if not match:
     return None, ""
   return match.group(1).strip(), answer[match.end():].strip()
+
+
+def _payload(kind: str, text: str) -> Any:
+  """The task's ground truth parsed from `text`, or None if it does not fit the task."""
+  if kind == "qa":
+    return text or None
+  gt = parsing.parse_literal(text)
+  if kind == "point_ref":
+    return parsing.parse_points(gt) or None
+  if not isinstance(gt, dict):
+    return None
+  if kind == "free_point":
+    box, free = parsing.parse_boxes(gt.get("bbox")), parsing.parse_points(gt.get("free_points"))
+    return (box[0], free) if box and len(box) == 1 and free else None
+  if kind == "visual_trace":
+    return parsing.parse_points(gt.get("trajectory")) or None
+  polygon = parsing.parse_points(gt.get("segmentation"))
+  return polygon if polygon and len(polygon) >= 3 else None
+
+
+def _truth(ground_truth: Any, context: Mapping[str, Any]) -> tuple[str, str, Any]:
+  """(type name, task kind, parsed payload); raises naming `answer` (or the image size) if malformed."""
+  answer = schema.field("embodied_r1", ground_truth, "answer", "'<type>TYPE</type>' then the task's ground truth")
+  type_name, text = parse_ground_truth(answer)
+  kind = _TYPE_ALIASES.get(type_name or "")
+  if kind is None:
+    raise schema.malformed("embodied_r1", "answer", f"'<type>TYPE</type>…' with TYPE one of {sorted(_TYPE_ALIASES)}",
+                           answer)
+  payload = _payload(kind, text)
+  if payload is None:
+    raise schema.malformed("embodied_r1", "answer", f"'<type>{type_name}</type>' then {_PAYLOADS[kind]}", answer)
+  schema.image_size("embodied_r1", ground_truth, context, required=False)
+  return type_name, kind, payload
 
 
 def mean_nearest_ramp(pred: list[tuple[float, float]], targets: list[tuple[float, float]],
@@ -115,42 +161,37 @@ def _fraction(hits: list[bool]) -> float:
   return sum(hits) / len(hits) if hits else 0.0
 
 
-def _points_accuracy(kind: str, pred: list, truth_text: str) -> tuple[float, dict[str, float], str]:
-  """(the task's weighted point terms, at most 0.8; their components; ground-truth error text)."""
-  gt = parsing.parse_literal(truth_text)
+def _points_accuracy(kind: str, pred: list, payload: Any) -> tuple[float, dict[str, float]]:
+  """(the task's weighted point terms, at most 0.8; their components) for non-empty `pred`."""
   if kind == "point_ref":
-    targets = parsing.parse_points(gt)
-    if not targets:
-      return 0.0, {"dist": 0.0}, "point_ref ground truth is not a list of [x, y]"
-    dist = mean_nearest_ramp(pred, targets)
-    return 0.8 * dist, {"dist": dist}, ""
+    dist = mean_nearest_ramp(pred, payload)
+    return 0.8 * dist, {"dist": dist}
   if kind == "free_point":
-    box = parsing.parse_boxes(gt.get("bbox")) if isinstance(gt, dict) else None
-    free = parsing.parse_points(gt.get("free_points")) if isinstance(gt, dict) else None
-    if not box or len(box) != 1 or not free:
-      return 0.0, {"in_box": 0.0, "dist": 0.0}, "free_point ground truth needs `bbox` and `free_points`"
-    in_box = _fraction([geometry.point_in_box(p, box[0]) for p in pred])
+    box, free = payload
+    in_box = _fraction([geometry.point_in_box(p, box) for p in pred])
     dist = mean_nearest_ramp(pred, free)
-    return 0.6 * in_box + 0.2 * dist, {"in_box": in_box, "dist": dist}, ""
+    return 0.6 * in_box + 0.2 * dist, {"in_box": in_box, "dist": dist}
   if kind == "visual_trace":
-    trajectory = parsing.parse_points(gt.get("trajectory")) if isinstance(gt, dict) else None
-    if not trajectory:
-      return 0.0, {"n_ok": 0.0, "frechet": 0.0, "rmse": 0.0}, "visual_trace ground truth needs `trajectory`"
     if len(pred) != TRACE_POINTS:
-      return 0.0, {"n_ok": 0.0, "frechet": 0.0, "rmse": 0.0}, ""
-    frechet = geometry.ramp(geometry.discrete_frechet(pred, trajectory), 10.0, 100.0)
-    rmse = geometry.ramp(trajectory_rmse(pred, trajectory), 5.0, 50.0)
-    return 0.1 + 0.3 * frechet + 0.4 * rmse, {"n_ok": 1.0, "frechet": frechet, "rmse": rmse}, ""
-  polygon = parsing.parse_points(gt.get("segmentation")) if isinstance(gt, dict) else None
-  if not polygon or len(polygon) < 3:
-    return 0.0, {"in_polygon": 0.0}, "point_rec/grounding_rec ground truth needs a `segmentation` polygon"
-  in_polygon = _fraction([geometry.point_in_polygon(p, polygon) for p in pred])
-  return 0.8 * in_polygon, {"in_polygon": in_polygon}, ""
+      return 0.0, {"n_ok": 0.0, "frechet": 0.0, "rmse": 0.0}
+    frechet = geometry.ramp(geometry.discrete_frechet(pred, payload), 10.0, 100.0)
+    rmse = geometry.ramp(trajectory_rmse(pred, payload), 5.0, 50.0)
+    return 0.1 + 0.3 * frechet + 0.4 * rmse, {"n_ok": 1.0, "frechet": frechet, "rmse": rmse}
+  in_polygon = _fraction([geometry.point_in_polygon(p, payload) for p in pred])
+  return 0.8 * in_polygon, {"in_polygon": in_polygon}
+
+
+def _json_points(content: str) -> list[tuple[float, float]] | None:
+  """Points from a JSON list of [x, y] lists, as the public code reads them; None otherwise."""
+  value = parsing.parse_literal(content, python=False)
+  if not isinstance(value, list) or not all(isinstance(point, list) for point in value):
+    return None
+  return parsing.parse_points(value)
 
 
 def _predicted_points(completion: str, truth: Mapping[str, Any], context: Mapping[str, Any]) -> list | None:
   content = parsing.extract_tag(completion, "point")
-  points = parsing.parse_points(content) if content is not None else None
+  points = _json_points(content) if content is not None else None
   if not points:
     return points
   frame = parsing.image_frame(truth, context, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS)
@@ -159,28 +200,20 @@ def _predicted_points(completion: str, truth: Mapping[str, Any], context: Mappin
 
 @register("embodied_r1")
 def embodied_r1_reward(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
+  type_name, kind, payload = _truth(ground_truth, context)
   completion = completion if isinstance(completion, str) else ""
-  truth = ground_truth if isinstance(ground_truth, Mapping) else {}
-  type_name, truth_text = parse_ground_truth(truth.get("answer"))
-  kind = _TYPE_ALIASES.get(type_name or "")
   fmt = float(parsing.is_think_answer(completion))
   info: dict[str, Any] = {"type": type_name}
-  if kind is None:
-    info["gt_error"] = f"ground truth `answer` has no known <type> (got {type_name!r})"
-    return RewardResult(total=0.0, components={"format": fmt, "point_format": 0.0, "accuracy": 0.0, "parse": 0.0},
-                        info=info)
   if kind == "qa":
-    accuracy = grading.grade_answer(parsing.answer_or_text(completion), truth_text)
+    accuracy = grading.grade_answer(parsing.answer_or_text(completion), payload)
     parsed = parsing.extract_tag(completion, "answer") is not None
     components = {"format": fmt, "point_format": 0.0, "accuracy": accuracy, "parse": float(parsed)}
     return RewardResult(total=0.1 * fmt + 0.9 * accuracy, components=components, info=info)
   pfmt = float(parsing.extract_tag(completion, "point") is not None)
-  points = _predicted_points(completion, truth, context)
-  point_terms, extra, gt_error = 0.0, {}, ""
+  points = _predicted_points(completion, ground_truth, context)
+  point_terms, extra = 0.0, {}
   if points:
-    point_terms, extra, gt_error = _points_accuracy(kind, points, truth_text)
-  if gt_error:
-    info["gt_error"] = gt_error
+    point_terms, extra = _points_accuracy(kind, points, payload)
   components = {"format": fmt, "point_format": pfmt, "accuracy": point_terms / 0.8, "parse": float(points is not None),
                 **extra}
   return RewardResult(total=0.1 * fmt + 0.1 * pfmt + point_terms, components=components, info=info)

@@ -36,9 +36,10 @@ sets `<judge>_failed`; the grounder's failures score IoU 0 for that object.
 
 Ground truth:
   layout: the target layout, either a reasoning chain in the same tag format (the GoT datasets'
-    annotation) or a list of {"name": str, "box": [x1, y1, x2, y2]} on the 0-1000 grid.
-    Optional when judges supply R_sem and R_spa.
+    annotation) or a list of {"name": str, "box": [x1, y1, x2, y2]} on the 0-1000 grid, with at
+    least one object. Optional only when judges supply both R_sem and R_spa.
   prompt: the generation prompt, passed to the judges (default "").
+  A layout or prompt that does not fit raises, naming the field.
 Context: semantic_judge, layout_judge, image_judge, grounder, image, judge_timeout_s (default
 `judges.DEFAULT_TIMEOUT_S`).
 Components: r_sem, r_spa, r_pi, r_ri, parsed (1 if any object was planned), num_objects,
@@ -58,10 +59,11 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
+from r1jax.rewards import schema
 from r1jax.rewards.base import RewardResult, register
 from r1jax.rewards.geometry import box_iou, hungarian_match
 from r1jax.rewards.judges import DEFAULT_TIMEOUT_S, call_judge, score_judge
-from r1jax.rewards.parsing import parse_boxes
+from r1jax.rewards.parsing import parse_boxes, plain
 
 GRID = 1000.0
 # The grounder is called once per planned object; a runaway chain is cut off here.
@@ -121,20 +123,28 @@ def normalise_name(name: str) -> str:
   return " ".join(name.casefold().split()).strip(_PUNCTUATION)
 
 
-def _truth_layout(ground_truth: Mapping[str, Any]) -> list[PlannedObject] | None:
-  layout = ground_truth.get("layout")
+def _layout_item(item: Any) -> PlannedObject | None:
+  """A ground-truth {"name", "box"} item as a PlannedObject; None unless it fits."""
+  if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)):
+    return None
+  boxes = parse_boxes(plain(item.get("box")))
+  box = _grid_box(boxes[0]) if boxes and len(boxes) == 1 else None
+  return None if box is None else PlannedObject(item["name"].strip(), box)
+
+
+def _truth_layout(ground_truth: Any) -> list[PlannedObject] | None:
+  layout = plain(schema.mapping("got_r1", ground_truth).get("layout"))
   if layout is None:
     return None
   if isinstance(layout, str):
-    return parse_layout(layout)
-  objects = []
-  for item in layout:
-    if not isinstance(item, Mapping) or "name" not in item or "box" not in item:
-      raise ValueError(f"GoT-R1 ground truth 'layout' items are {{'name', 'box'}}, got {item!r}")
-    box = _grid_box(item["box"])
-    if box is None:
-      raise ValueError(f"GoT-R1 ground truth 'layout' box must be 4 numbers in [0, {GRID:g}], got {item['box']!r}")
-    objects.append(PlannedObject(str(item["name"]).strip(), box))
+    objects = parse_layout(layout)
+  elif isinstance(layout, (list, tuple)):
+    objects = [_layout_item(item) for item in layout]
+  else:
+    objects = []
+  if not objects or None in objects:
+    raise schema.malformed("got_r1", "layout", "a reasoning chain with tagged objects, or a non-empty list of "
+                           f"{{'name': str, 'box': [x1, y1, x2, y2] in [0, {GRID:g}]}}", layout)
   return objects
 
 
@@ -171,7 +181,12 @@ def got_r1(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> 
   text = completion if isinstance(completion, str) else ""
   planned = parse_layout(text)
   truth = _truth_layout(ground_truth)
-  prompt = str(ground_truth.get("prompt", ""))
+  if truth is None and (context.get("semantic_judge") is None or context.get("layout_judge") is None):
+    raise KeyError("got_r1: ground_truth needs 'layout' unless both semantic_judge and layout_judge are given "
+                   "(the term of a missing judge would score 0 on every completion)")
+  prompt = ground_truth.get("prompt", "")
+  if not isinstance(prompt, str):
+    raise schema.malformed("got_r1", "prompt", "the generation prompt as a string", prompt)
   timeout_s = float(context.get("judge_timeout_s", DEFAULT_TIMEOUT_S))
   image = context.get("image")
   info: dict[str, Any] = {"objects": [(o.name[:80], o.box) for o in planned[:64]]}

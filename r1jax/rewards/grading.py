@@ -6,6 +6,21 @@
   2. exact match after stripping, case folding, collapsing whitespace and dropping a final ".";
   3. plain numbers ("1,000", "-2.50"): equal within a relative 1e-6;
   4. mathematical equivalence with `math_verify` ("1/2" vs "\\frac{1}{2}" vs "0.5").
+
+No credit for hedging: under RL a policy learns any hedge the grader rewards, and math_verify
+alone grades "11 or 12" as 12 (it reads the last number).
+  * A choice answer scores 0 when its leading option is followed, at once or after a joiner
+    ("or", "and", ",", "/", ";", "&", "|"), by a different option: "(B) or (C)", "B) C)",
+    "\\boxed{B} or \\boxed{C}". Bare "B or C", "B, C" and "B/C" already fail step 1 (a bare
+    letter must stand alone). Only the option right after the first is read, so an option text
+    that mentions others ("(C) both (a) and (b)") keeps its credit; the cost is that "B. C.
+    elegans" reads as a hedge, and a hedge hidden after option text ("(B) red or (C) blue") is
+    not caught.
+  * When the truth is one numeric answer (it holds a digit and no joiner), a prediction whose
+    parts between joiners ("or", "and", ",", ";"; not "/", which divides) hold two or more
+    different numeric texts scores 0: "11 or 12", "11, 12", "between 11 and 12", "x = 2, y = 3".
+    A comma followed by three digits is a thousands separator ("1,000"), not a joiner.
+
 Step 4 runs under `call_with_timeout`: math_verify's own timeout uses `signal.alarm`, which works
 only in the main thread (and raises ValueError elsewhere), while rewards run in worker threads.
 So math_verify's timeouts are disabled and the helper thread is abandoned (and interrupted) on a
@@ -30,6 +45,15 @@ MAX_ALTERNATIVES = 32
 _TRUTH_LETTER = re.compile(r"\(?([A-Za-z])\)?[.:]?")
 _PRED_LETTER = re.compile(r"(?:\\boxed\{\s*)?\(?([A-Za-z])(?:\)|[.:]|\s*\}|(?=\s)|$)")
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+# Words and marks that join alternatives in a hedge ("or maybe" too).
+_JOINER = r"(?:,|/|;|&|\||\bor\b|\band\b)(?:\s*(?:maybe|perhaps|possibly|probably)\b)?"
+# The option a hedge names right after the first one: after a joiner, a letter that ends there
+# ("or C", ", (C)", "/ \\boxed{C}"); without one, a marked letter ("(C)", "C)", "C.").
+_NEXT_OPTION = re.compile(
+    rf"\s*(?:{_JOINER}\s*(?:\\boxed\{{\s*)?\(?(?P<joined>[A-Za-z])(?=\s*(?:$|[.,;:/&|)}}]|(?:or|and)\b))"
+    r"|(?:\\boxed\{\s*)?\((?P<paren>[A-Za-z])\)|(?P<marked>[A-Za-z])[.)](?!\S))", re.IGNORECASE)
+# Joiners between numeric alternatives; a comma before exactly three digits separates thousands.
+_NUMBER_JOINER = re.compile(r",(?!\d{3}(?!\d))|;|\bor\b|\band\b", re.IGNORECASE)
 
 
 def normalize_text(text: str) -> str:
@@ -47,7 +71,16 @@ def _choice_letter_of_pred(pred: str) -> str | None:
   # followed by punctuation.
   if match.group(0) == match.group(1) and rest.strip():
     return None
-  return match.group(1).casefold()
+  letter = match.group(1).casefold()
+  following = _NEXT_OPTION.match(rest)
+  if following and next(g for g in following.groups() if g).casefold() != letter:
+    return None  # a hedge: it names a second option
+  return letter
+
+
+def _numeric_parts(text: str) -> set[str]:
+  """The normalised parts of `text` between numeric joiners that hold a digit."""
+  return {normalize_text(part) for part in _NUMBER_JOINER.split(text) if any(c.isdigit() for c in part)}
 
 
 def _as_number(text: str) -> float | None:
@@ -79,6 +112,8 @@ def _grade_one(pred: str, truth: Any, timeout_s: float) -> float:
     return float(_choice_letter_of_pred(pred) == letter.group(1).casefold())
   if normalize_text(pred) == normalize_text(truth_text):
     return 1.0
+  if len(_numeric_parts(truth_text)) == 1 and len(_numeric_parts(pred)) > 1:
+    return 0.0  # a hedge between numbers
   pred_number, truth_number = _as_number(pred), _as_number(truth_text)
   if pred_number is not None and truth_number is not None:
     return float(math.isclose(pred_number, truth_number, rel_tol=1e-6, abs_tol=1e-12))

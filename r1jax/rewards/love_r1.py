@@ -27,8 +27,8 @@ Reward: total = accuracy + format, in [0, 2].
   * Grounding samples (non-empty `tgt`) always zoom; each valid zoom earns accuracy 1 if its IoU
     with any target interval is > 0, at step 1 and at step 2 alike.
 
-Ground truth (the dataset's fields):
-  solution: the answer, as `<answer>X</answer>` (the tags are optional).
+Ground truth (the dataset's fields; a missing or malformed one raises, naming it):
+  solution: the answer, as `<answer>X</answer>` (the tags are optional); unused by grounding samples.
   tgt: None / [] for QA samples; a list of target intervals [[s, e], ...] (seconds) for grounding.
   duration: video length in seconds.
 Context:
@@ -48,7 +48,12 @@ Ambiguities and r1jax's choices:
   * Reversed zooms: the public trainer sorts [t2, t1]; r1jax follows the spec (t1 < t2), so a
     reversed zoom is invalid.
   * Answer grading: the public trainer compares the first character of `\\boxed{…}` with the
-    letter; r1jax uses the shared `grade_answer` (choice letters, numbers, math).
+    letter; r1jax uses the shared `grade_answer` (choice letters, numbers, math), which strips
+    the answer, so `\\boxed{ B }` counts as B (the public code reads " " there). Kept on purpose:
+    the space does not change which answer was given, and the first-character rule would in
+    turn credit `\\boxed{Bad}` as B.
+  * Zoom grammar: as in the public trainer, the `\\boxed{…}` content must be exactly `[t1, t2]`,
+    spaces allowed only around the numbers; `\\boxed{ [t1, t2] }` is a format failure.
   * Grounding prefix: the public trainer pre-fills the zoom prefix into the prompt for grounding
     samples, so their completions may lack it; a grounding completion without a prefix is read as
     a zoom, and one with the answer prefix fails the format.
@@ -61,10 +66,10 @@ import math
 import re
 from typing import Any, Mapping, Sequence
 
+from r1jax.rewards import parsing, schema
 from r1jax.rewards.base import RewardResult, register
 from r1jax.rewards.geometry import interval_iou
 from r1jax.rewards.grading import grade_answer
-from r1jax.rewards.parsing import extract_tag
 
 ZOOM_PREFIX = "I need to zoom in on the video.\n\n"
 ANSWER_PREFIX = "I get the answer.\n\n"
@@ -129,7 +134,7 @@ def _boxed_content(text: str) -> str | None:
 
 
 def _parse_zoom(content: str) -> tuple[int, int] | None:
-  match = _ZOOM.fullmatch(content.strip())
+  match = _ZOOM.fullmatch(content)
   return (int(match.group(1)), int(match.group(2))) if match else None
 
 
@@ -143,25 +148,20 @@ def zoom_is_valid(zoom: tuple[float, float], duration: float, earlier_zooms: Seq
   return all(interval_iou(zoom, earlier) <= MAX_ZOOM_IOU for earlier in earlier_zooms)
 
 
-def _truth(ground_truth: Mapping[str, Any]) -> tuple[Any, list[tuple[float, float]], float]:
+def _truth(ground_truth: Any) -> tuple[Any, list[tuple[float, float]], float]:
   """(answer, target intervals, duration) from the ground truth; raises naming a bad field."""
-  if "duration" not in ground_truth:
-    raise KeyError("LOVE-R1 ground truth needs 'duration' (seconds)")
-  duration = float(ground_truth["duration"])
-  if not (math.isfinite(duration) and duration > 0):
-    raise ValueError(f"LOVE-R1 ground truth 'duration' must be positive and finite, got {duration!r}")
-  targets = []
-  for interval in ground_truth.get("tgt") or ():
-    if len(interval) != 2:
-      raise ValueError(f"LOVE-R1 ground truth 'tgt' holds [start, end] pairs, got {interval!r}")
-    targets.append((float(interval[0]), float(interval[1])))
-  if not targets and "solution" not in ground_truth:
-    raise KeyError("LOVE-R1 ground truth needs 'solution' (the answer) for samples without 'tgt'")
-  solution = ground_truth.get("solution")
-  if isinstance(solution, str):
-    tagged = extract_tag(solution, "answer")
-    solution = (tagged if tagged is not None else solution).strip()
-  return solution, targets, duration
+  duration = schema.field("love_r1", ground_truth, "duration", "the video length in seconds")
+  if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration < math.inf:
+    raise schema.malformed("love_r1", "duration", "a positive finite number of seconds", duration)
+  tgt = parsing.plain(ground_truth.get("tgt")) or []
+  pairs = isinstance(tgt, (list, tuple)) and all(isinstance(t, (list, tuple)) for t in tgt)
+  targets = parsing.parse_points(tgt) if pairs else None
+  if targets is None:
+    raise schema.malformed("love_r1", "tgt", "None or a list of [start, end] intervals in seconds", tgt)
+  if targets:
+    return None, targets, float(duration)
+  solution = schema.field("love_r1", ground_truth, "solution", "the answer, for samples without 'tgt'")
+  return schema.answer_value("love_r1", solution, "solution"), [], float(duration)
 
 
 def _earlier(context: Mapping[str, Any]) -> list[tuple[float, float]]:

@@ -48,10 +48,16 @@ fields), num_objects (J), valid_objects, grounded_frames, detail_failed (1 if an
 raised, timed out or answered no text).
 
 Ambiguities and r1jax's choices:
-  * Times: the public code reads `mm:ss.ff` with ff as hundredths even when it has one digit
-    ("00:05.5" → 5.05 s); r1jax reads `ss.ff` as a decimal number (5.5 s), the fraction optional.
+  * Times: a time field is read where the public code's `re.match(r"(\\d+):(\\d+)\\.(\\d+)")`
+    matches: at the very start of the string (no leading spaces), any number of digits, the
+    fraction required, anything after the match ignored. The public code then reads ff as
+    hundredths even when it has one digit ("00:05.5" → 5.05 s); r1jax reads `ss.ff` as a
+    decimal number (5.5 s), the time the model wrote.
   * Objects are the `{…}` spans from a `{` to the next `}` (the public regex `{[\\s\\S]*?}`),
-    found by a linear scan so that long completions stay cheap.
+    found by a linear scan so that long completions stay cheap. Each is read as JSON only, as
+    the public `json.loads` does: a Python-literal dict (`{'start_time': …}`) does not count.
+    Its `description` must be a string (it is the detail system's prompt); the public code
+    takes any non-null value.
   * IoU uses continuous coordinates (no +1 pixel); the public code also zeroes ground-truth
     boxes touching the left edge (x1 = 0), a bug r1jax does not copy.
   * The public total also adds avg_ratio (target coverage of the grounded frames) and a SAM
@@ -69,6 +75,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 
 from r1jax.processing import VisionProcessorConfig
+from r1jax.rewards import schema
 from r1jax.rewards.base import RewardResult, register
 from r1jax.rewards.geometry import box_iou, hungarian_match
 from r1jax.rewards.judges import DEFAULT_TIMEOUT_S, call_judge
@@ -84,8 +91,8 @@ INTERVAL_LENGTH_PENALTY = 0.2  # per frame beyond the first in an interval
 OVERLAP_PENALTY = 0.5     # per duplicated frame
 EXTRA_BOX_PENALTY = 0.5
 
-# mm:ss.ff; digit counts are bounded so that absurd numbers cannot cost a slow int().
-_TIME = re.compile(r"\s*(\d{1,6}):(\d{1,6}(?:\.\d{1,9})?)\s*")
+# mm:ss.ff at the start of the field, as the public code matches it.
+_TIME = re.compile(r"(\d+):(\d+\.\d+)")
 
 
 class DetailSystem(Protocol):
@@ -121,25 +128,29 @@ def json_spans(text: str) -> list[str]:
 
 
 def parse_time(text: Any) -> float | None:
-  """Seconds of a `mm:ss.ff` string (fraction optional), else None."""
+  """Seconds of a string starting with `mm:ss.ff`, else None.
+
+  float(), not int(), reads the minutes: int() of a string of thousands of digits is slow or
+  raises, while float() returns inf, which no valid interval holds.
+  """
   if not isinstance(text, str):
     return None
-  match = _TIME.fullmatch(text)
-  return int(match.group(1)) * 60 + float(match.group(2)) if match else None
+  match = _TIME.match(text)
+  return float(match.group(1)) * 60 + float(match.group(2)) if match else None
 
 
-def _truth_boxes(ground_truth: Mapping[str, Any]) -> np.ndarray:
+def _truth_boxes(ground_truth: Any) -> np.ndarray:
   """`bboxs` as float64 `[num_obj, F, 4]`, NaN rows where the object is absent."""
-  key = "bboxs" if "bboxs" in ground_truth else "boxes"
-  if key not in ground_truth:
-    raise KeyError("Omni-R1 ground truth needs 'bboxs' (per-frame boxes [num_obj, frames, 4])")
+  key = "boxes" if "bboxs" not in schema.mapping("omni_r1", ground_truth) and "boxes" in ground_truth else "bboxs"
+  value = schema.field("omni_r1", ground_truth, key, "per-frame boxes [num_obj, frames, 4]")
+  expected = "[num_obj, frames, 4] finite numbers, [-1, -1, -1, -1] or None where an object is absent"
   try:
-    rows = [[[math.nan] * 4 if box is None else box for box in obj] for obj in ground_truth[key]]
+    rows = [[[math.nan] * 4 if box is None else box for box in obj] for obj in value]
     boxes = np.asarray(rows, dtype=np.float64)
   except (ValueError, TypeError) as e:
-    raise ValueError(f"Omni-R1 ground truth {key!r} must be [num_obj, frames, 4] numbers: {e}") from e
-  if boxes.ndim != 3 or boxes.shape[0] == 0 or boxes.shape[1] == 0 or boxes.shape[2] != 4:
-    raise ValueError(f"Omni-R1 ground truth {key!r} must be [num_obj, frames, 4], got shape {boxes.shape}")
+    raise schema.malformed("omni_r1", key, expected, value) from e
+  if boxes.ndim != 3 or 0 in boxes.shape or boxes.shape[2] != 4 or np.isinf(boxes).any():
+    raise schema.malformed("omni_r1", key, expected, value)
   boxes[(boxes == -1).all(axis=-1)] = math.nan
   return boxes
 
@@ -149,7 +160,7 @@ def _keyframes(answer: str, num_frames: int) -> tuple[int, int, list[Keyframe]]:
   spans = json_spans(answer)
   complete, valid = 0, []
   for span in spans:
-    obj = parse_literal(span)
+    obj = parse_literal(span, python=False)
     if not isinstance(obj, dict):
       continue
     start, end = parse_time(obj.get("start_time")), parse_time(obj.get("end_time"))

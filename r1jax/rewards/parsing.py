@@ -84,11 +84,13 @@ def _is_clean(value: Any, depth: int = 0) -> bool:
   return True
 
 
-def parse_literal(text: str, max_chars: int = MAX_LITERAL_CHARS) -> Any | None:
-  """Parses JSON or a Python literal; None on any failure (never raises).
+def parse_literal(text: str, max_chars: int = MAX_LITERAL_CHARS, python: bool = True) -> Any | None:
+  """Parses JSON or, when `python` is true, a Python literal; None on any failure (never raises).
 
   A surrounding Markdown code fence is removed first. Texts longer than `max_chars` (after
-  stripping) are refused. Values holding NaN, inf or complex numbers are refused.
+  stripping) are refused. Values holding NaN, inf or complex numbers are refused. Recipes whose
+  released code reads JSON only pass `python=False`, so that `(1, 2)`, `{'a': 1}` and trailing
+  commas stay malformed there too.
   """
   if not isinstance(text, str):
     return None
@@ -99,7 +101,7 @@ def parse_literal(text: str, max_chars: int = MAX_LITERAL_CHARS) -> Any | None:
   if not text or len(text) > max_chars:
     return None
   parsers = (lambda s: json.loads(s, parse_constant=_reject_non_finite), _python_literal)
-  for parse in parsers:
+  for parse in parsers if python else parsers[:1]:
     try:
       value = parse(text)
     except Exception:  # noqa: BLE001  (SyntaxError, ValueError, RecursionError, MemoryError, ...)
@@ -220,7 +222,9 @@ def to_resized_pixels(coords_xy: Any, original_hw: tuple[int, int], min_pixels: 
 def answer_or_text(text: str) -> str:
   """The stripped `<answer>` content, or the whole stripped text when there is no answer block.
 
-  This is how EasyR1/verl accuracy rewards read an answer; "" for non-strings.
+  This is how EasyR1/verl accuracy rewards read an answer; "" for non-strings. Ground-truth
+  fields go through it too: LongVideo-Reason, LOVE-R1 and 3D-R1 store answers as
+  `<answer>X</answer>`, which no prediction would equal with the tags left on.
   """
   if not isinstance(text, str):
     return ""

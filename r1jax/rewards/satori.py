@@ -3,11 +3,11 @@
 Source: "SATORI-R1: Incentivizing Multimodal Reasoning with Spatial Grounding and Verifiable
 Rewards" (2025) and its public `plugin.py` (ms-swift ORMs: format, bbox, VQA, caption).
 
-Ground truth keys (VQA-Verify's own fields):
-  bboxs: list of `[x1, y1, x2, y2]` in original-image pixels.
+Ground truth keys (VQA-Verify's own fields; a missing or malformed one raises, naming it):
+  bboxs: non-empty list of `[x1, y1, x2, y2]` in original-image pixels.
   possible_answers: list of accepted answer strings (a single string is one accepted answer).
-  image_caption: reference caption.
-  width, height: original image size in pixels.
+  image_caption: reference caption, a non-empty string.
+  width, height: original image size in pixels (may come through the context instead).
 Context keys (all optional):
   resized_height, resized_width: the model-input size, when the processor passes it.
   min_pixels, max_pixels: otherwise the resized size is `smart_resize` with these limits.
@@ -32,13 +32,16 @@ bbox, vqa and caption read their blocks wherever they are, whether or not the fo
 the source does).
 
 Choices:
-  * Tokenizer: nltk's TreebankWordTokenizer on the whole lowercased caption. The source calls
-    `nltk.word_tokenize`, which needs the `punkt` data (not downloadable offline) to split
-    sentences first; the Treebank tokenizer needs no data. The two differ only in that a "."
-    ending an inner sentence stays attached to its word.
+  * Tokenizer: nltk's NLTKWordTokenizer on the whole lowercased caption. The source calls
+    `nltk.word_tokenize`, which splits sentences with the `punkt` data (not downloadable offline)
+    and then applies this same tokenizer to each sentence, so Unicode quotes and dashes
+    (“ ” « » —) split off as there. r1jax does not split sentences, so the two differ only in
+    that a "." ending an inner sentence stays attached to its word ("a cat. a dog." gives
+    "cat." where the source gives "cat", ".").
   * The IoU has no +1e-6 in the denominator (the source adds it): a perfect match scores 1.
-  * Predicted boxes with x2 < x1 or y2 < y1 cover no area. A ground truth without a usable image
-    size scores bbox 0 (the rescaling is undefined), reported in info["bbox_error"].
+  * Predicted boxes with x2 < x1 or y2 < y1 cover no area. Context pixel limits that
+    `smart_resize` cannot use score bbox 0 (the rescaling is undefined), reported in
+    info["bbox_error"].
 
 Components: format, bbox, vqa, caption, bleu4, rouge_l, parse (1 if the bbox block parsed).
 """
@@ -49,7 +52,7 @@ import functools
 import re
 from typing import Any
 
-from r1jax.rewards import geometry, grading, parsing
+from r1jax.rewards import geometry, grading, parsing, schema
 from r1jax.rewards.base import RewardResult, register
 
 DEFAULT_MIN_PIXELS = 256 * 28 * 28
@@ -68,11 +71,11 @@ def _caption_metrics():
   Imported on first use: nltk and rouge_score take seconds to import and only this reward needs
   them.
   """
-  from nltk.tokenize.treebank import TreebankWordTokenizer
+  from nltk.tokenize import NLTKWordTokenizer
   from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
   from rouge_score import rouge_scorer
 
-  return (TreebankWordTokenizer().tokenize, sentence_bleu, SmoothingFunction().method1,
+  return (NLTKWordTokenizer().tokenize, sentence_bleu, SmoothingFunction().method1,
           rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True))
 
 
@@ -92,31 +95,41 @@ def _format_ok(completion: str) -> bool:
   return isinstance(boxes, list) and bool(boxes) and all(isinstance(b, list) for b in boxes)
 
 
-def _bbox_score(completion: str, ground_truth: Mapping[str, Any],
+def _truth(ground_truth: Any, context: Mapping[str, Any]) -> tuple[list[list[float]], list[str], str]:
+  """(ground-truth boxes, accepted answers, reference caption); raises naming a malformed field."""
+  recipe = "satori"
+  value = schema.field(recipe, ground_truth, "bboxs", "the target boxes")
+  boxes = parsing.parse_boxes(value)
+  if not boxes:
+    raise schema.malformed(recipe, "bboxs", "a non-empty list of [x1, y1, x2, y2] boxes", value)
+  value = schema.field(recipe, ground_truth, "possible_answers", "the accepted answers")
+  accepted = [value] if isinstance(value, str) else value
+  if not (isinstance(accepted, (list, tuple)) and accepted and all(isinstance(a, str) for a in accepted)):
+    raise schema.malformed(recipe, "possible_answers", "a string or a non-empty list of strings", value)
+  caption = schema.field(recipe, ground_truth, "image_caption", "the reference caption")
+  if not (isinstance(caption, str) and caption.strip()):
+    raise schema.malformed(recipe, "image_caption", "a non-empty string", caption)
+  schema.image_size(recipe, ground_truth, context, required=True)
+  return boxes, list(accepted), caption
+
+
+def _bbox_score(completion: str, gt_boxes: list[list[float]], ground_truth: Mapping[str, Any],
                 context: Mapping[str, Any]) -> tuple[float, bool, str]:
   """(union IoU, parsed, error text)."""
   content = parsing.extract_tag(completion, "bbox")
   pred = parsing.parse_boxes(content) if content is not None else None
   if not pred:
     return 0.0, pred is not None, ""
-  gt = parsing.parse_boxes(ground_truth.get("bboxs"))
-  if not gt:
-    return 0.0, True, "ground truth `bboxs` missing or malformed"
   frame = parsing.image_frame(ground_truth, context, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS)
   if frame is None:
-    return 0.0, True, "no usable `width`/`height` (or pixel limits) to rescale the boxes"
-  return geometry.union_iou(frame.to_original(pred).tolist(), gt), True, ""
+    return 0.0, True, "the context's pixel limits cannot rescale the boxes"
+  return geometry.union_iou(frame.to_original(pred).tolist(), gt_boxes), True, ""
 
 
-def _vqa_score(completion: str, possible_answers: Any, normalize: bool) -> float:
+def _vqa_score(completion: str, accepted: list[str], normalize: bool) -> float:
   answer = parsing.extract_tag(completion, "answer")
   if answer is None:
     return 0.0
-  possible_answers = parsing.plain(possible_answers)
-  accepted = [possible_answers] if isinstance(possible_answers, str) else possible_answers
-  if not isinstance(accepted, (list, tuple)):
-    return 0.0
-  accepted = [a for a in accepted if isinstance(a, str)]
   if normalize:
     return float(grading.normalize_text(answer) in {grading.normalize_text(a) for a in accepted})
   return float(answer.strip() in accepted)
@@ -124,15 +137,14 @@ def _vqa_score(completion: str, possible_answers: Any, normalize: bool) -> float
 
 @register("satori")
 def satori_reward(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
+  gt_boxes, accepted, reference = _truth(ground_truth, context)
   completion = completion if isinstance(completion, str) else ""
-  ground_truth = ground_truth if isinstance(ground_truth, Mapping) else {}
   fmt = float(_format_ok(completion))
-  bbox, parsed, bbox_error = _bbox_score(completion, ground_truth, context)
-  vqa = _vqa_score(completion, ground_truth.get("possible_answers"), bool(context.get("normalize_vqa", False)))
+  bbox, parsed, bbox_error = _bbox_score(completion, gt_boxes, ground_truth, context)
+  vqa = _vqa_score(completion, accepted, bool(context.get("normalize_vqa", False)))
   caption = parsing.extract_tag(completion, "caption")
-  reference = ground_truth.get("image_caption")
   bleu = rouge_l = 0.0
-  if caption is not None and isinstance(reference, str):
+  if caption is not None:
     bleu, rouge_l = caption_scores(caption.strip(), reference)
   caption_score = (bleu + rouge_l) / 2
   components = {"format": fmt, "bbox": bbox, "vqa": vqa, "caption": caption_score, "bleu4": bleu,

@@ -94,6 +94,7 @@ class BatchScores:
     num_errors, num_timeouts: counts of ERROR and TIMEOUT samples.
     num_abandoned: worker threads abandoned (still running or not) because of timeouts.
     errors: (sample index, message) for each errored sample.
+    infos: each sample's `RewardResult.info` ({} where it failed).
   """
 
   totals: np.ndarray
@@ -103,6 +104,7 @@ class BatchScores:
   num_timeouts: int
   num_abandoned: int
   errors: list[tuple[int, str]]
+  infos: list[dict[str, Any]]
 
 
 def _checked(result: Any) -> RewardResult:
@@ -249,11 +251,13 @@ def _collect(outcomes: list[tuple[int, Any]], num_abandoned: int) -> BatchScores
   status = np.zeros(n, np.int8)
   components: dict[str, np.ndarray] = {}
   errors = []
+  infos: list[dict[str, Any]] = [{} for _ in range(n)]
   for index in range(n):
     code, value = outcomes[index]
     status[index] = code
     if code == OK:
       totals[index] = value.total
+      infos[index] = dict(value.info)
       for name, score in value.components.items():
         if name not in components:
           components[name] = np.zeros(n, np.float32)
@@ -262,4 +266,4 @@ def _collect(outcomes: list[tuple[int, Any]], num_abandoned: int) -> BatchScores
       errors.append((index, value))
   return BatchScores(totals=totals, components=components, status=status,
                      num_errors=int((status == ERROR).sum()), num_timeouts=int((status == TIMEOUT).sum()),
-                     num_abandoned=num_abandoned, errors=errors)
+                     num_abandoned=num_abandoned, errors=errors, infos=infos)

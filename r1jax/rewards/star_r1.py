@@ -5,7 +5,9 @@ as in shared/specs/rewards.md.
 
 Ground truth keys:
   answer: the transformations, a list of "index.attribute.value" strings (e.g. "2.color.cyan"),
-    or one string of them separated by commas, semicolons or newlines.
+    or one string of them separated by commas, semicolons or newlines (may be empty). A missing
+    answer, or one holding anything else, raises naming the field (it would otherwise score every
+    prediction against fewer true triplets, silently).
 Context keys: none.
 
 The completion is `<think>…</think><answer>t1, t2, …</answer>`; the predicted triplets are the
@@ -40,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from r1jax.rewards import geometry, parsing
+from r1jax.rewards import geometry, parsing, schema
 from r1jax.rewards.base import RewardResult, register
 
 FULL, INDEX_ATTRIBUTE, INDEX_ONLY = 5.0, 1.5, 0.5
@@ -68,15 +70,20 @@ def split_items(text: str) -> list[str]:
   return [item.strip() for item in _SEPARATORS.split(text) if item.strip()]
 
 
-def _ground_truth_triplets(answer: Any) -> list[Triplet]:
-  answer = parsing.plain(answer)
+def _ground_truth_triplets(ground_truth: Any) -> list[Triplet]:
+  """The ground-truth triplets (possibly none); raises naming `answer` unless every item is one."""
+  answer = schema.field("star_r1", ground_truth, "answer", "the transformations")
+  expected = "a list of 'index.attribute.value' strings"
   if isinstance(answer, str):
     items = split_items(answer)
-  elif isinstance(answer, (list, tuple)):
-    items = [item.strip() for item in answer if isinstance(item, str) and item.strip()]
+  elif isinstance(answer, (list, tuple)) and all(isinstance(item, str) for item in answer):
+    items = [item.strip() for item in answer]
   else:
-    items = []
-  return [t for t in (parse_triplet(item) for item in items) if t is not None]
+    raise schema.malformed("star_r1", "answer", expected, answer)
+  triplets = [parse_triplet(item) for item in items]
+  if None in triplets:
+    raise schema.malformed("star_r1", "answer", expected, answer)
+  return triplets
 
 
 def pair_score(pred: Triplet | None, truth: Triplet) -> float:
@@ -124,8 +131,8 @@ def number_difference(pred_counts: Sequence[int], truth_counts: Sequence[int]) -
 @register("star_r1")
 def star_r1_reward(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
   del context  # STAR-R1 needs no context
+  truths = _ground_truth_triplets(ground_truth)
   completion = completion if isinstance(completion, str) else ""
-  truths = _ground_truth_triplets(ground_truth.get("answer") if isinstance(ground_truth, Mapping) else None)
   fmt = float(parsing.is_think_answer(completion))
   answer = parsing.extract_tag(completion, "answer")
   items = split_items(answer) if answer is not None else []

@@ -14,8 +14,8 @@ Reward, total = 0.3·format + 0.4·perception + 0.3·semantic, in [-0.3, 1]:
     whole completion when there is none) and the reference answer; with several references the
     best one counts; 0 for an empty answer or when the embedder fails           ∈ [-1, 1]
 
-Ground truth (the dataset's fields):
-  boxes: ground-truth boxes `[[x1, y1, z1, x2, y2, z2], ...]` (may be empty).
+Ground truth (the dataset's fields; a missing or malformed one raises, naming it):
+  boxes: ground-truth boxes `[[x1, y1, z1, x2, y2, z2], ...]` (may be empty or absent).
   answer: the reference answer text, or a list of acceptable answers (ScanQA has several);
     `<answer>` tags around it are removed.
 Context:
@@ -31,8 +31,11 @@ Ambiguities and r1jax's choices:
   * Semantic similarity: the paper uses a CLIP text encoder; r1jax uses a local sentence-embedding
     model behind `TextEmbedder`. The raw cosine is kept (it can be negative), as in the source.
   * Corners are ordered per axis (min, max) before the IoU, as the public code does by building
-    the 8 corners; `box:` is matched case-sensitively as in the source. Matches that are not 6
-    finite numbers are skipped (the source skips them too) and counted in malformed_boxes.
+    the 8 corners; `box:` is matched case-sensitively as in the source. A box is read as the
+    source reads it: only digits, ".", "-", "," and spaces between the brackets, split on commas
+    into 6 numbers; so `5e-1`, `+1` or a trailing comma make it malformed there and here.
+    Malformed boxes are skipped (as in the source) and counted in malformed_boxes; so are boxes
+    with a number too large for a float, which would make the source's IoU NaN.
 
 View selection (`view_scores`, `select_views`): each candidate view v (8 by default) scores
 U(v) = w_t·text_relevance + w_c·coverage + w_s·image_text_similarity, weights (0.3, 0.35, 0.35)
@@ -48,10 +51,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from r1jax.rewards import schema
 from r1jax.rewards.base import RewardResult, register
 from r1jax.rewards.geometry import box3d_iou
 from r1jax.rewards.judges import DEFAULT_EMBED_TIMEOUT_S, default_text_embedder, embedding_similarity
-from r1jax.rewards.parsing import extract_tag, parse_literal
+from r1jax.rewards.parsing import extract_tag, plain
 
 FORMAT_WEIGHT, PERCEPTION_WEIGHT, SEMANTIC_WEIGHT = 0.3, 0.4, 0.3
 BOTH_TAGS_SCORE, THINK_LENGTH_SCORE, ANSWER_LENGTH_SCORE = 0.5, 0.25, 0.25
@@ -62,7 +66,9 @@ NUM_CANDIDATE_VIEWS = 8
 NUM_SELECTED_VIEWS = 4
 
 # `box: [ ... ]`; the bracket body is bounded so a runaway match stays cheap.
-_BOX = re.compile(r"box:\s*(\[[^\[\]]{0,512}\])")
+_BOX = re.compile(r"box:\s*\[([^\[\]]{0,512})\]")
+# The characters the public code's box pattern allows between the brackets.
+_BOX_BODY = re.compile(r"[\d.,\-\s]+")
 
 
 def format_score(text: str) -> tuple[float, bool, bool]:
@@ -83,40 +89,44 @@ def _ordered_box(values: Sequence[float]) -> list[float]:
   return lo + hi
 
 
+def _box_values(body: str) -> list[float] | None:
+  """The 6 finite numbers between a box's brackets, read as the public code reads them; else None."""
+  if not _BOX_BODY.fullmatch(body):
+    return None
+  try:
+    values = [float(v) for v in body.split(",")]
+  except ValueError:  # "", "1-2", "1.2.3": the public code skips these boxes too
+    return None
+  return values if len(values) == 6 and all(math.isfinite(v) for v in values) else None
+
+
 def parse_3d_boxes(text: str) -> tuple[list[list[float]], int]:
   """(boxes `[[x1, y1, z1, x2, y2, z2], ...]` corner-ordered, count of malformed matches)."""
   boxes, malformed = [], 0
   for match in _BOX.finditer(text):
-    value = parse_literal(match.group(1))
-    if (isinstance(value, list) and len(value) == 6
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
-      boxes.append(_ordered_box([float(v) for v in value]))
-    else:
+    values = _box_values(match.group(1))
+    if values is None:
       malformed += 1
+    else:
+      boxes.append(_ordered_box(values))
   return boxes, malformed
 
 
+def _is_box(value: Any) -> bool:
+  return (isinstance(value, (list, tuple)) and len(value) == 6
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
 def _truth_boxes(ground_truth: Mapping[str, Any]) -> list[list[float]]:
-  boxes = []
-  for box in ground_truth.get("boxes") or ():
-    values = [float(v) for v in box]
-    if len(values) != 6 or not all(math.isfinite(v) for v in values):
-      raise ValueError(f"3D-R1 ground truth 'boxes' holds [x1, y1, z1, x2, y2, z2] finite boxes, got {box!r}")
-    boxes.append(_ordered_box(values))
-  return boxes
+  boxes = plain(schema.mapping("three_d_r1", ground_truth).get("boxes")) or []
+  if not (isinstance(boxes, (list, tuple)) and all(_is_box(plain(box)) for box in boxes)):
+    raise schema.malformed("three_d_r1", "boxes", "a list of finite [x1, y1, z1, x2, y2, z2] boxes", boxes)
+  return [_ordered_box([float(v) for v in plain(box)]) for box in boxes]
 
 
 def _references(ground_truth: Mapping[str, Any]) -> list[str]:
-  answer = ground_truth.get("answer")
-  if answer is None:
-    raise KeyError("3D-R1 ground truth needs 'answer' (the reference answer text)")
-  refs = list(answer) if isinstance(answer, (list, tuple)) else [answer]
-  out = []
-  for ref in refs:
-    ref = str(ref)
-    tagged = extract_tag(ref, "answer")
-    out.append((tagged if tagged is not None else ref).strip())
-  return [ref for ref in out if ref]
+  answer = schema.field("three_d_r1", ground_truth, "answer", "the reference answer text, or a list of them")
+  return [str(ref) for ref in schema.answer_values("three_d_r1", answer)]
 
 
 @register("three_d_r1")

@@ -8,7 +8,8 @@ dash and/or up to two spaces (`H2-E2`, `h2 e2`). Other words may surround it, bu
 must name exactly one distinct move: an answer listing several moves names none, so hedging
 earns nothing. Chinese notation (炮二平五) is not read.
 
-Ground truth (a mapping; invalid values raise ValueError naming the key — they are dataset bugs):
+Ground truth (a mapping; a missing `fen` raises KeyError and an invalid value ValueError, naming
+the key — they are dataset bugs):
   fen (str, required): the position. Red uppercase K A B N R C P (E and H are read as elephant
     and horse); side to move 'w'/'r' (Red) or 'b' (Black), Red when missing.
   best_move (str or list of str, optional): the reference best move(s) in ICCS, legal in `fen`.
@@ -62,6 +63,7 @@ from typing import Any, Mapping
 
 from r1jax.rewards import judges
 from r1jax.rewards import parsing
+from r1jax.rewards import schema
 from r1jax.rewards import xiangqi_board as xb
 from r1jax.rewards import xiangqi_engine
 from r1jax.rewards.base import RewardResult, register
@@ -140,18 +142,22 @@ class _Target:
 
 
 def _parse_ground_truth(ground_truth: Mapping[str, Any], equal_margin_cp: float) -> _Target:
-  if not isinstance(ground_truth, Mapping) or "fen" not in ground_truth:
-    raise ValueError(f"xiangqi ground truth needs key 'fen', got {ground_truth!r}")
-  board = xb.Board.from_fen(ground_truth["fen"])
-  best = ground_truth.get("best_move")
-  best = [] if best is None else [best] if isinstance(best, str) else list(best)
+  fen = schema.field("xiangqi", ground_truth, "fen", "the position as a FEN string")
+  try:
+    board = xb.Board.from_fen(fen)
+  except ValueError as e:
+    raise schema.malformed("xiangqi", "fen", f"a valid position ({e})", fen) from e
+  best = parsing.plain(ground_truth.get("best_move"))
+  best = [] if best is None else [best] if isinstance(best, str) else best
+  if not isinstance(best, (list, tuple)):
+    raise schema.malformed("xiangqi", "best_move", "an ICCS move or a list of them", best)
   for move in best:
-    if not isinstance(move, str) or not board.is_legal(xb.iccs_to_move(move)):
-      raise ValueError(f"xiangqi ground truth 'best_move' {move!r} is not a legal ICCS move in "
-                       f"FEN {ground_truth['fen']!r}")
+    iccs = xb.iccs_to_move(move)
+    if iccs is None or not board.is_legal(iccs):
+      raise schema.malformed("xiangqi", "best_move", f"legal ICCS moves in FEN {fen!r}", move)
   annotations = ground_truth.get("annotations") or {}
   if not isinstance(annotations, Mapping):
-    raise ValueError(f"xiangqi ground truth 'annotations' must be a mapping, got {annotations!r}")
+    raise schema.malformed("xiangqi", "annotations", "a mapping", annotations)
   evaluation = annotations.get("evaluation")
   if isinstance(evaluation, str) and evaluation.lower() in ("red", "black", "equal"):
     evaluation = evaluation.lower()
@@ -159,8 +165,8 @@ def _parse_ground_truth(ground_truth: Mapping[str, Any], equal_margin_cp: float)
       and math.isfinite(evaluation):
     evaluation = _side_from_centipawns(evaluation, equal_margin_cp)
   elif evaluation is not None:
-    raise ValueError(f"xiangqi ground truth 'annotations.evaluation' must be 'red', 'black', "
-                     f"'equal' or finite centipawns, got {evaluation!r}")
+    raise schema.malformed("xiangqi", "annotations.evaluation", "'red', 'black', 'equal' or finite centipawns",
+                           evaluation)
   return _Target(board, board.to_fen(), frozenset(m.lower() for m in best), evaluation)
 
 

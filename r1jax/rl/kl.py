@@ -4,7 +4,8 @@ Names follow verl's `kl_penalty` (Schulman, "Approximating KL divergence", 2020)
 k-names as aliases. With log r = ref_logprob - logprob on tokens sampled from the policy:
 
 * `kl`  (k1): -log r = logprob - ref_logprob. Unbiased, high variance, can be negative.
-* `mse_kl` (k2): (log r)^2 / 2. Biased, low variance, >= 0.
+* `mse` (k2, also `mse_kl`): (log r)^2 / 2. Biased, low variance, >= 0. `mse` is verl's name
+  (`kl_loss_type=mse`), so a verl config carries over as it is.
 * `low_var_kl` (k3): r - 1 - log r. Unbiased, low variance, >= 0. As verl, log r is clamped
   to [-20, 20] before the exp and the result to [-10, 10], so one runaway token cannot
   blow up the loss (its gradient is then zero).
@@ -32,6 +33,7 @@ def k1(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
   return logprobs - ref_logprobs
 
 
+@register_kl_estimator("mse")
 @register_kl_estimator("mse_kl")
 @register_kl_estimator("k2")
 def k2(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
@@ -52,6 +54,6 @@ def kl_penalty(logprobs: jax.Array, ref_logprobs: jax.Array, kl_estimator: str) 
   Args:
     logprobs: log-probs of the sampled tokens under the policy being trained.
     ref_logprobs: log-probs of the same tokens under the reference policy.
-    kl_estimator: `kl`, `mse_kl` or `low_var_kl` (or `k1`, `k2`, `k3`).
+    kl_estimator: `kl`, `mse` or `low_var_kl` (or `k1`, `k2`, `k3`; `mse_kl` for `mse`).
   """
   return get_kl_estimator(kl_estimator)(logprobs, ref_logprobs)

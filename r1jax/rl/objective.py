@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from r1jax.rl.aggregation import agg_loss
 from r1jax.rl.kl import kl_penalty
 from r1jax.rl.metrics import Metrics, max_metric, mean_metric, min_metric
-from r1jax.rl.policy_losses import PolicyLossConfig, get_policy_loss
+from r1jax.rl.policy_losses import LOG_RATIO_CLAMP, PolicyLossConfig, get_policy_loss
 from r1jax.rl.rollout_correction import mismatch_metrics, truncated_is_weights
 
 
@@ -60,7 +60,8 @@ def grpo_loss(
     loss_sum, count: float32 scalars, see r1jax.rl.aggregation for each mode's definition.
     metrics: name -> deferred (value, count) pair, see r1jax.rl.metrics. Always present:
       `loss`, `pg_loss` (the TIS-weighted policy term alone, aggregated like the loss),
-      `ppo_kl` (token mean of old - new), `ratio/mean`, `ratio/min`, `ratio/max`,
+      `ppo_kl` (token mean of old - new, each clamped to +-LOG_RATIO_CLAMP = 20 as in verl's
+      vanilla loss, for GSPO too), `ratio/mean`, `ratio/min`, `ratio/max`,
       `clip_frac/low`, `clip_frac/high`, `clip_frac/dual` (token fractions),
       `zero_advantage_frac` (fraction of valid sequences with advantage exactly 0).
       With reference log-probs: `kl`. With entropy: `entropy`. With sampler log-probs:
@@ -116,7 +117,7 @@ def grpo_loss(
   valid_sequences = jnp.any(mask, axis=-1)
   metrics.update({
       "loss": (loss_sum, count),
-      "ppo_kl": mean_metric(old_logprobs - logprobs, mask),
+      "ppo_kl": mean_metric(jnp.clip(old_logprobs - logprobs, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP), mask),
       "ratio/mean": mean_metric(pg.ratio, mask),
       "ratio/min": min_metric(pg.ratio, mask),
       "ratio/max": max_metric(pg.ratio, mask),

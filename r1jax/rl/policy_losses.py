@@ -18,6 +18,9 @@ from r1jax.rl.kl import KL_ESTIMATORS
 from r1jax.rl.registry import Registry
 
 TIS_MODES = (None, "token", "sequence")
+# |log-ratio| bound before the exp, as verl's vanilla loss clamps it: exp stays finite on garbage
+# tokens. `objective.grpo_loss` clamps the logged `ppo_kl` with it too, as verl does.
+LOG_RATIO_CLAMP = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +38,7 @@ class PolicyLossConfig:
       is `seq-mean-token-mean`.
     loss_scale_factor: the constant divisor of `seq-mean-token-sum-norm` (None: padded length).
     beta: KL-to-reference coefficient. 0 means no reference model is needed at all.
-    kl_estimator: `kl` (k1), `mse_kl` (k2) or `low_var_kl` (k3).
+    kl_estimator: `kl` (k1), `mse` (k2, also `mse_kl`) or `low_var_kl` (k3), as verl names them.
     tis_mode: truncated importance sampling against the sampler's log-probs: None (off; the
       mismatch is still logged when sampler log-probs are given), `token` or `sequence`.
     tis_cap: the truncation C of TIS weights min(pi_learner / pi_sampler, C).
@@ -126,8 +129,7 @@ def ppo_clip(config, logprobs, old_logprobs, advantages, mask):
     mask: [batch, length] bool (unused: every output is per token).
   """
   del mask
-  # The clamp keeps exp finite on garbage tokens, as verl does.
-  ratio = jnp.exp(jnp.clip(logprobs - old_logprobs, -20.0, 20.0))
+  ratio = jnp.exp(jnp.clip(logprobs - old_logprobs, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
   loss = _clipped_surrogate(config, ratio, advantages)
   dual = jnp.zeros_like(loss)
   if config.clip_ratio_c is not None:

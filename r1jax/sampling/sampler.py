@@ -18,6 +18,13 @@ softmax terms) by up to half; the cache is padded once between phases.
 Compiled executables are cached by everything that changes a shape or a static choice (prompt
 bucket, batch, G, max_new_tokens, greedy / top-k / top-p / entropy, vision patch counts, input
 shardings); each new one is logged with its compile time.
+
+Several processes (a mesh spanning hosts): every process calls the sampler at once with its own
+prompts, the same number on each. They agree on the padded prompt length and the stop-id width;
+each row's arrays are split over the batch mesh axes (or, when a process's rows do not split
+evenly over its devices, gathered from every process and replicated); every process's packed
+pixel values are gathered, in global row order, so that the vision inputs really are
+replicated. The outputs are this process's rows, fetched from the global arrays.
 """
 from __future__ import annotations
 
@@ -33,16 +40,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from r1jax import sharding
+from r1jax.models import vlm
 from r1jax.models.layers import constrain
 from r1jax.models.llm import init_cache, with_shared_prefix
 from r1jax.models.vision import vision_grid
 from r1jax.sampling import selection
 from r1jax.sampling.controls import SamplingControls, StaticControls
 from r1jax.sampling.outputs import SampleOutput
-from r1jax.sampling.prompts import PromptBatch, batch_prompts
+from r1jax.sampling.prompts import PromptBatch, as_prompt, batch_prompts, bucket_length
 
 Array = jax.Array
 _log = logging.getLogger(__name__)
@@ -150,7 +158,8 @@ class Sampler:
       model config's `pad_token_id`, else 0.
     mesh / rules: a `jax.sharding.Mesh` and logical-axis rules (`r1jax.sharding`): the rows are
       split over the batch mesh axes (data, fsdp) and heads over `tensor`. The params must
-      already be placed (e.g. `r1jax.sharding.shard_params`).
+      already be placed (e.g. `r1jax.sharding.shard_params`). A mesh may span processes (see
+      the module docstring).
   """
 
   def __init__(self, model: nn.Module, *, buckets: Sequence[int] | None = None, pad_id: int | None = None,
@@ -168,6 +177,7 @@ class Sampler:
     self.max_decode_phases = int(decode_phases)
     self.mesh = mesh
     self.rules = rules
+    self.spans_processes = sharding.spans_processes(mesh)
     self.compile_events: list[CompileEvent] = []
     self._executables: dict[tuple, Callable] = {}
 
@@ -189,7 +199,8 @@ class Sampler:
         `controls.stop_token_ids` for that prompt's rows.
 
     Returns:
-      `SampleOutput`; its arrays stay on device.
+      `SampleOutput`; its arrays stay on device, except with a mesh spanning processes: then they
+      are this process's rows (host NumPy), the rows of its `prompts`.
     """
     prefilled = self.prefill(params, prompts, num_samples=num_samples, max_new_tokens=controls.max_new_tokens)
     return self.decode(params, prefilled, key=key, controls=controls, stop_token_ids=stop_token_ids)
@@ -199,7 +210,8 @@ class Sampler:
     if num_samples < 1:
       raise ValueError(f"num_samples={num_samples} must be >= 1")
     batch = prompts if isinstance(prompts, PromptBatch) else batch_prompts(
-        prompts, self.config, pad_id=self.pad_id, buckets=self.buckets)
+        prompts, self.config, pad_id=self.pad_id, buckets=self._prompt_buckets(prompts))
+    self._check_batch(batch)
     args = self._prefill_args(batch)
     patches = [0 if x is None else len(x) for x in (batch.pixel_values, batch.pixel_values_videos)]
     first_phase = decode_phases(max_new_tokens, self.max_decode_phases)[0]
@@ -228,7 +240,10 @@ class Sampler:
         key_extra=(static, self.max_decode_phases), donate_argnums=(1,) if len(phases) == 1 else (),
         description=f"rows={stop_ids.shape[0]} cache_len={batch.length + static.max_new_tokens} phases={phases} "
                     f"{static}")
-    (tokens, logprobs, lengths, finished, entropy), _ = decode(params, prefilled.cache, prefilled.state, *args)
+    outputs, _ = decode(params, prefilled.cache, prefilled.state, *args)
+    if self.spans_processes:
+      outputs = [None if x is None else sharding.process_rows(x, self.mesh, self.rules) for x in outputs]
+    tokens, logprobs, lengths, finished, entropy = outputs
     return SampleOutput(tokens=tokens, logprobs=logprobs, lengths=lengths, finished=finished, truncated=~finished,
                         entropy=entropy, prompts=batch, num_samples=prefilled.num_samples, pad_id=self.pad_id,
                         temperature=controls.temperature)
@@ -242,6 +257,8 @@ class Sampler:
     elif len(per_prompt) != num_prompts:
       raise ValueError(f"stop_token_ids has {len(per_prompt)} entries for {num_prompts} prompts")
     width = max(1, max(len(ids) for ids in per_prompt))
+    if self.spans_processes:  # the rows of all processes form one array
+      width = int(sharding.process_values([width]).max())
     table = np.full((num_prompts, width), -1, np.int32)
     for row, ids in enumerate(per_prompt):
       self._check_ids(ids, "stop_token_ids")
@@ -266,18 +283,34 @@ class Sampler:
       raise ValueError(f"{what} {bad} are outside the vocabulary [0, {vocab})")
 
   def _put(self, array: np.ndarray, batch_axis: int | None) -> Array:
-    """Places a host array on the mesh: split over the batch mesh axes along `batch_axis` when
-    its size divides evenly, else replicated. Without a mesh: the default device."""
+    """Places a host array on the mesh (`sharding.shard_batch`): this process's rows along
+    `batch_axis`, split over the batch mesh axes when they divide evenly over its devices, else
+    gathered from every process and replicated; batch_axis None: the same value on every process,
+    replicated. Without a mesh: the default device."""
     if self.mesh is None:
       return jnp.asarray(array)
-    spec = PartitionSpec()
-    if batch_axis is not None:
-      batch_spec = sharding.batch_sharding(self.mesh, self.rules).spec
-      shards = int(np.prod([self.mesh.shape[a] for a in jax.tree_util.tree_leaves(tuple(batch_spec))]))
-      if array.shape[batch_axis] % shards == 0:
-        spec = PartitionSpec(*([None] * batch_axis + list(batch_spec)))
-    array = np.asarray(array)
-    return jax.make_array_from_callback(array.shape, NamedSharding(self.mesh, spec), lambda index: array[index])
+    return sharding.shard_batch(np.asarray(array), self.mesh, self.rules, batch_axis=batch_axis,
+                                uneven_rows="replicate")
+
+  def _prompt_buckets(self, prompts: Sequence) -> Sequence[int] | None:
+    """The prompt buckets for `batch_prompts`: the configured ones, or with several processes the
+    one bucket that fits the longest prompt of any process, so that their rows share a length."""
+    if not self.spans_processes:
+      return self.buckets
+    longest = max((as_prompt(p).input_ids.size for p in prompts), default=0)
+    return (bucket_length(int(sharding.process_values([longest]).max()), self.buckets),)
+
+  def _check_batch(self, batch: PromptBatch) -> None:
+    """Host checks the jitted prefill cannot make: each row's vision pad tokens against its grids
+    (`vlm.check_row_feature_counts`), and with several processes, equal batch shapes on all."""
+    if self.config.is_multimodal:
+      vlm.check_row_feature_counts(self.config, batch.input_ids, batch.image_grid_thw, batch.video_grid_thw,
+                                   batch.image_counts, batch.video_counts)
+    if self.spans_processes:
+      shapes = sharding.process_values(batch.input_ids.shape)
+      if (shapes != shapes[0]).any():
+        raise ValueError(f"processes passed prompt batches of different shapes {shapes.tolist()} ([prompts, "
+                         "padded length] per process); every process must sample the same number of prompts")
 
   def _prefill_args(self, batch: PromptBatch) -> tuple:
     """Device inputs of the prefill: ids, mask, positions, decode deltas, vision inputs."""
@@ -289,12 +322,24 @@ class Sampler:
     vision = []
     for pixels, grid in ((batch.pixel_values, batch.image_grid_thw),
                          (batch.pixel_values_videos, batch.video_grid_thw)):
+      if self.spans_processes:
+        pixels, grid = self._gather_vision(pixels, grid)
       if pixels is None:
         vision += [None, None]
       else:
         layout = vision_grid(self.config.vision, grid)
         vision += [self._put(pixels, None), jax.tree.map(lambda x: self._put(x, None), layout)]
     return args + tuple(vision)
+
+  def _gather_vision(self, pixels: np.ndarray | None, grid: np.ndarray | None) -> tuple:
+    """Every process's packed pixel values [patches, patch_dim] and grids [items, 3] of one kind,
+    in global row order (None, None when no process has any): the prefill scatters the features
+    over the global rows in row-major order, so each device needs them all."""
+    patch_dim = self.config.vision.patch_dim
+    pixels = np.zeros((0, patch_dim), np.float32) if pixels is None else np.asarray(pixels, np.float32)
+    grid = np.zeros((0, 3), np.int32) if grid is None else np.asarray(grid, np.int32)  # jax gathers int32
+    pixels, grid = (np.concatenate(sharding.gather_process_rows(x, self.mesh, self.rules)) for x in (pixels, grid))
+    return (pixels, grid) if len(grid) else (None, None)
 
   # ------------------------------------------------------------------ compilation cache
 

@@ -3,8 +3,9 @@
 A recipe's `get_config(arg)` starts from `default_config()` and sets what differs. Every key
 below is documented where it is defined; README's config reference is generated from here.
 `stages` lets one command run several stages in `stage_order` (e.g. SFT then GRPO): each stage
-is a ConfigDict of overrides applied on top of the base config, runs in `<workdir>/<stage name>`, and
-starts from the previous stage's final checkpoint.
+is a ConfigDict of overrides applied on top of the base config and runs in `<workdir>/<stage name>`.
+The first stage starts from `init_from`; a later one from the previous stage's HF export unless its
+own overrides name an `init_from`.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def default_config() -> ConfigDict:
   c.rl.clip_ratio_c = 3.0  # dual-clip bound for negative advantages; 0 = off
   c.rl.loss_agg_mode = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
   c.rl.beta = 0.0  # KL coefficient; 0 = no reference model is kept or run
-  c.rl.kl_estimator = "low_var_kl"  # kl (k1) | mse_kl (k2) | low_var_kl (k3)
+  c.rl.kl_estimator = "low_var_kl"  # kl (k1) | mse_kl (k2, verl: mse) | low_var_kl (k3)
   c.rl.entropy_coeff = 0.0
   c.rl.tis_mode = ""  # "" | "token" | "sequence": truncated importance sampling vs the sampler
   c.rl.tis_cap = 2.0
@@ -67,8 +68,10 @@ def default_config() -> ConfigDict:
 
   c.reward = ConfigDict()
   c.reward.name = ""  # r1jax.rewards registry name
-  c.reward.timeout_s = 10.0  # per sample; a timeout scores 0 and is counted
+  c.reward.timeout_s = 10.0  # per sample; a sample that times out or raises is excluded from its group, and counted
   c.reward.num_workers = 4
+  c.reward.max_error_frac = 0.5  # abort when more than this fraction of a step's samples fail to score
+  c.reward.text_embedder = ""  # sentence-embedding model folder (HF layout); "" = the packaged all-MiniLM-L6-v2
 
   c.optim = ConfigDict()
   c.optim.learning_rate = 1e-6

@@ -5,6 +5,11 @@ by the accumulated count, so gradient accumulation equals the full-batch gradien
 (`r1jax.rl.aggregation`). A step whose loss or gradient is non-finite leaves the state untouched
 and reports `skipped`.
 
+Frozen parameters (`TrainState.frozen`, from `config.optim.freeze`) are read as constants: the
+gradient functions differentiate the trainable tree only (`optim.split_frozen`), so gradients,
+optimizer state and the gradient norm hold trainable leaves only (None elsewhere), and nothing is
+differentiated through a frozen vision tower.
+
 Batches are dicts of arrays. A sequence batch holds
     input_ids [batch, length] int32, attention_mask [batch, length], positions [batch, length]
     (or [3, batch, length] for M-RoPE), and for Qwen2.5-VL the vision inputs the model takes;
@@ -24,6 +29,7 @@ import optax
 
 from r1jax import rl
 from r1jax.models.llm import CausalLM
+from r1jax.train.optim import merge_frozen, split_frozen
 
 Batch = dict[str, Any]
 VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
@@ -34,13 +40,30 @@ _SEQUENCE_KEYS = ("input_ids", "attention_mask", "positions") + VISION_KEYS
 class TrainState:
   step: jax.Array
   params: Any
-  opt_state: Any
+  opt_state: Any  # of the trainable tree
   rng: jax.Array  # raw key data (uint32), so orbax can save it
+  frozen: tuple[str, ...] = flax.struct.field(pytree_node=False, default=())  # frozen parameter paths
+
+  @property
+  def trainable_params(self):
+    return split_frozen(self.params, self.frozen)[0]
 
 
-def create_state(params, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(rng))
+def create_state(params, tx: optax.GradientTransformation, rng: jax.Array, frozen: tuple[str, ...] = ()) -> TrainState:
+  """Step 0 with the optimizer state of the parameters not named in `frozen` (`optim.frozen_paths`)."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(split_frozen(params, frozen)[0]),
+                    rng=jax.random.key_data(rng), frozen=frozen)
+
+
+def _value_and_trainable_grad(loss_fn, params, frozen: tuple[str, ...]):
+  """value_and_grad of `loss_fn(params)` with respect to the leaves not in `frozen` only.
+
+  The frozen leaves enter as constants, so autodiff builds no backward pass for what depends on
+  them alone (a frozen vision tower runs forward only). Returns ((loss, aux), grads) with grads
+  shaped like the trainable tree (None at frozen leaves).
+  """
+  trainable, fixed = split_frozen(params, frozen)
+  return jax.value_and_grad(lambda t: loss_fn(merge_frozen(t, fixed)), has_aux=True)(trainable)
 
 
 def hidden_states(model, params, batch: Batch) -> jax.Array:
@@ -122,10 +145,11 @@ def completion_logprobs(model, params, batch: Batch, temperature: float, logits_
                       chunk=logits_chunk)["logprobs"]
 
 
-@functools.partial(jax.jit, static_argnames=("model", "loss_config", "temperature", "logits_chunk"))
+@functools.partial(jax.jit, static_argnames=("model", "loss_config", "temperature", "logits_chunk", "frozen"))
 def grpo_grads(model, loss_config: rl.PolicyLossConfig, temperature: float, params, batch: Batch,
-               logits_chunk: int = 0):
-  """(grads of loss_sum, loss_sum, count, metrics) for one micro-batch; `logits_chunk` as `token_scores`."""
+               logits_chunk: int = 0, frozen: tuple[str, ...] = ()):
+  """(grads of loss_sum, loss_sum, count, metrics) for one micro-batch; `logits_chunk` as `token_scores`;
+  grads over the parameters not in `frozen` (None there)."""
 
   def loss_fn(p):
     # Entropy is always logged; it carries gradient only when it is part of the loss.
@@ -137,13 +161,14 @@ def grpo_grads(model, loss_config: rl.PolicyLossConfig, temperature: float, para
         batch["completion_mask"], sampler_logprobs=batch.get("sampler_logprobs"), entropy=entropy)
     return loss_sum, (count, metrics)
 
-  (loss_sum, (count, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  (loss_sum, (count, metrics)), grads = _value_and_trainable_grad(loss_fn, params, frozen)
   return grads, loss_sum, count, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("model", "logits_chunk"))
-def sft_grads(model, params, batch: Batch, logits_chunk: int = 0):
-  """Teacher-forced cross-entropy on `loss_mask` tokens: (grads of the sum, sum, count, metrics)."""
+@functools.partial(jax.jit, static_argnames=("model", "logits_chunk", "frozen"))
+def sft_grads(model, params, batch: Batch, logits_chunk: int = 0, frozen: tuple[str, ...] = ()):
+  """Teacher-forced cross-entropy on `loss_mask` tokens: (grads of the sum, sum, count, metrics), the
+  grads over the parameters not in `frozen`."""
 
   def loss_fn(p):
     targets, mask = batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].astype(jnp.float32)
@@ -153,11 +178,12 @@ def sft_grads(model, params, batch: Batch, logits_chunk: int = 0):
     metrics = {"sft/nll": (-(logprobs * mask).sum(), count), "sft/token_accuracy": ((correct * mask).sum(), count)}
     return -(logprobs * mask).sum(), (count, metrics)
 
-  (loss_sum, (count, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  (loss_sum, (count, metrics)), grads = _value_and_trainable_grad(loss_fn, params, frozen)
   return grads, loss_sum, count, metrics
 
 
 def add_trees(a, b):
+  """a + b leaf by leaf; `a` None = nothing accumulated yet."""
   return b if a is None else jax.tree_util.tree_map(jnp.add, a, b)
 
 
@@ -166,16 +192,18 @@ def apply_update(tx: optax.GradientTransformation, state: TrainState, grads_sum,
   """Update with grads_sum / count, unless the loss or gradient is non-finite (then the params and
   optimizer state stay as they are; `step` counts loop steps and advances either way).
 
-  Returns (state, stats) with stats = {"loss", "grad_norm", "skipped"}.
+  `grads_sum` has the trainable tree's structure (what `grpo_grads` / `sft_grads` return).
+  Returns (state, stats) with stats = {"loss", "grad_norm" (trainable leaves), "skipped"}.
   """
   scale = 1.0 / jnp.maximum(count, 1.0)
   grads = jax.tree_util.tree_map(lambda g: g * scale, grads_sum)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
   safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
-  updates, new_opt_state = tx.update(safe_grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
+  trainable, fixed = split_frozen(state.params, state.frozen)
+  updates, new_opt_state = tx.update(safe_grads, state.opt_state, trainable)
   pick = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
-  new_state = state.replace(step=state.step + 1, params=pick(new_params, state.params),
+  new_trainable = pick(optax.apply_updates(trainable, updates), trainable)
+  new_state = state.replace(step=state.step + 1, params=merge_frozen(new_trainable, fixed),
                             opt_state=pick(new_opt_state, state.opt_state))
   return new_state, {"loss": loss_sum * scale, "grad_norm": grad_norm, "skipped": ~finite}

@@ -23,11 +23,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from r1jax import checkpoint, rewards, rl, sharding
+from r1jax import checkpoint, processing, rewards, rl, sharding
+from r1jax.rewards.startup import judge_context
 from r1jax import models
+from r1jax.errors import RunStoppedError
 from r1jax.tokenization import load_tokenizer
 from r1jax.train import config as config_lib
-from r1jax.train import learner, optim, rows
+from r1jax.train import interrupts, learner, optim, rows
 from r1jax.sampling import Sampler, SamplingControls
 from r1jax.train.rollout import collect_rollout
 from r1jax.train.sequences import SequenceBuilder
@@ -52,8 +54,8 @@ class DataHooks:
   evaluate: Callable[..., dict[str, float]] | None = None
 
 
-class NonFiniteError(RuntimeError):
-  pass
+class NonFiniteError(RunStoppedError):
+  """`train.max_nonfinite_steps` consecutive steps had a non-finite loss or gradient."""
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, hooks: DataHooks) -> dict[str, dict[str, float]]:
@@ -63,8 +65,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, hooks: DataHooks) -> di
   results, previous_export = {}, None
   for index, (name, stage_config) in enumerate(stages):
     stage_dir = workdir if len(stages) == 1 else os.path.join(workdir, name)
-    if index > 0 and not stage_config.init_from:
-      stage_config.init_from = previous_export  # chain: start from the previous stage's export
+    # Stage 1 starts from the base `init_from`; a later stage from the previous stage's export,
+    # unless its own overrides name an `init_from`.
+    if index > 0 and not config.stages[name].get("init_from"):
+      stage_config.init_from = previous_export
     results[name] = run_stage(name, stage_config, stage_dir, hooks)
     previous_export = os.path.join(stage_dir, "hf")
   return results
@@ -113,9 +117,9 @@ def loss_config(config) -> rl.PolicyLossConfig:
 # --------------------------------------------------------------------------- one stage
 
 
-def init_state(params, tx, seed: int, mesh) -> learner.TrainState:
+def init_state(params, tx, seed: int, mesh, frozen: tuple[str, ...] = ()) -> learner.TrainState:
   """The initial train state, created in place: optimizer moments sharded like their parameters."""
-  create = lambda p: learner.create_state(p, tx, jax.random.PRNGKey(seed))
+  create = lambda p: learner.create_state(p, tx, jax.random.PRNGKey(seed), frozen)
   shardings = sharding.mirror_param_shardings(jax.eval_shape(create, params), params, mesh)
   return jax.jit(create, out_shardings=shardings)(params)
 
@@ -137,8 +141,9 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
   model, params, tokenizer = build_policy(config, mesh, rules)
   with sharding.use_mesh(mesh, rules):
     total_steps = config.train.steps
-    tx = optim.make_optimizer(config.optim, params, total_steps)
-    state = init_state(params, tx, config.seed, mesh)
+    schedule = optim.learning_rate_schedule(config.optim, total_steps * optim.updates_per_step(config))
+    tx = optim.make_optimizer(config.optim, total_steps * optim.updates_per_step(config))
+    state = init_state(params, tx, config.seed, mesh, optim.frozen_paths(params, config.optim.freeze))
     del params
     # The KL reference is the stage's initial policy: copied, since updates donate the state's
     # buffers, and taken before a resume replaces the state.
@@ -164,8 +169,11 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
     updater = _Updater(config, model, mesh, rules, tx)
     step_fn = _GrpoStep(config, model, tokenizer, reference, updater) if config.stage == "grpo" else \
         _SftStep(model, updater)
+    stop = interrupts.GracefulStop()
+    stop.install()
     try:
       while int(state.step) < total_steps:
+        ckpt.check()  # a failed background save stops the run before another step is trained
         started = time.perf_counter()
         step = int(state.step)
         state, metrics = step_fn(state, data, jax.random.fold_in(jax.random.wrap_key_data(state.rng), step))
@@ -173,13 +181,23 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
         metrics["perf/step_s"] = time.perf_counter() - started
         metrics["perf/steps_per_s"] = 1.0 / metrics["perf/step_s"]
         metrics["train/skipped_updates"] = counters["skipped_updates"]
+        metrics["optim/lr"] = float(schedule(max(0, optim.updates_done(state.opt_state) - 1)))  # of the last update
         new_step = int(state.step)
         if config.train.eval_every and hooks.evaluate and new_step % config.train.eval_every == 0 \
             and new_step < total_steps:
           metrics.update(_prefixed("eval", hooks.evaluate(config, model, state.params, tokenizer, stage_dir)))
         if new_step % config.train.log_every == 0 or new_step == total_steps:
           writer.write(new_step, metrics)
-        ckpt.save(new_step, state, _extra(data, counters), force=new_step == total_steps)
+          writer.write_samples(new_step, getattr(step_fn, "last_samples", []))
+        saved = ckpt.save(new_step, state, _extra(data, counters), force=new_step == total_steps)
+        signum = stop.agreed()
+        if signum:
+          if not saved:
+            ckpt.save(new_step, state, _extra(data, counters), force=True)
+          ckpt.wait()
+          _log.warning("%s: stage %s stopped at step %d of %d; checkpoint saved in %s. Re-run the same command to "
+                       "resume.", stop.name(signum), name, new_step, total_steps, ckpt.directory)
+          raise interrupts.TrainingInterrupted(signum)
       ckpt.wait()
       final = {}
       if hooks.evaluate:
@@ -187,17 +205,17 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
         if final:
           writer.write(int(state.step), final)
     finally:
+      stop.uninstall()
       writer.close()
       ckpt.close()
       if hasattr(data, "close"):
         data.close()
     if config.train.export_hf:
-      export = os.path.join(stage_dir, "hf")
-      models.save_pretrained(model, state.params, export)
-      if jax.process_index() == 0:
-        tokenizer.save_pretrained(export)
+      # With its tokenizer and image processor: transformers' Auto classes load the folder.
+      models.save_pretrained(model, state.params, os.path.join(stage_dir, "hf"), tokenizer=tokenizer,
+                             vision_processor=processing.VisionProcessorConfig.find(config.tokenizer, config.init_from))
     plot_curves(read_metrics(stage_dir), os.path.join(stage_dir, "curves.png"),
-                keys=("reward/mean", "sft/nll", "kl", "response_length/mean"), title=name)
+                keys=("reward/mean", "sft/nll", "kl", "entropy", "response_length/mean"), title=name)
     if jax.process_index() == 0:
       with open(done_marker, "w", encoding="utf-8") as f:
         json.dump(final, f, indent=2)
@@ -237,13 +255,35 @@ class _Updater:
     self.builder = SequenceBuilder(model)
 
   def device_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-    """Per-row arrays split over the batch mesh axes; vision inputs replicated (as VisionGrids)."""
+    """Per-row arrays split over the batch mesh axes; vision inputs, every process's, replicated
+    (as VisionGrids, `SequenceBuilder.device_vision`). Each row's vision pad tokens are checked
+    against its grids first: the jitted scatter of features cannot check them."""
+    if self.model.config.is_multimodal:
+      models.vlm.check_row_feature_counts(self.model.config, batch["input_ids"], batch.get("image_grid_thw"),
+                                          batch.get("video_grid_thw"), batch.get("image_counts"),
+                                          batch.get("video_counts"))
     batch = self.builder.shared_vision(batch)
     arrays = self.builder.device_vision({k: v for k, v in batch.items()
-                                         if isinstance(v, np.ndarray) and k not in _HOST_ONLY})
+                                         if isinstance(v, np.ndarray) and k not in _HOST_ONLY},
+                                        self.mesh, self.rules)
     axes = {k: (1 if k == "positions" and np.ndim(v) == 3 else 0 if k in _PER_ROW else None)
             for k, v in arrays.items()}
     return sharding.shard_batch(arrays, self.mesh, self.rules, batch_axis=axes)
+
+  def completion_logprobs(self, params, batch: dict[str, Any]) -> np.ndarray:
+    """[rows, completion_len] log-probs of `batch`'s completions under `params`, computed in the
+    updates' micro-batches (rows / (rl.mini_batches * optim.micro_batches) at a time), so this pass
+    needs no more memory than an update."""
+    pieces = self.config.rl.mini_batches * self.config.optim.micro_batches
+    n = rows.num_rows(batch)
+    if n % pieces:
+      raise ValueError(f"{n} rows do not split into config.rl.mini_batches x config.optim.micro_batches = {pieces}")
+    temperature, chunk = float(self.config.sampling.temperature), self.config.optim.logits_chunk
+    return np.concatenate([  # this process's rows of each piece (on several hosts the output spans them all)
+        sharding.process_rows(learner.completion_logprobs(self.model, params, self.device_batch(
+            rows.take_rows(batch, np.arange(i * n // pieces, (i + 1) * n // pieces))), temperature, chunk),
+                              self.mesh, self.rules)
+        for i in range(pieces)])
 
   def update(self, state, batch: dict[str, Any], grad_fn) -> tuple[Any, dict[str, float], int]:
     """One optimizer update over `batch`, split into `optim.micro_batches` micro-batches."""
@@ -254,7 +294,7 @@ class _Updater:
     grads = loss_sum = count = metrics = None
     for i in range(micro):
       part = rows.take_rows(batch, np.arange(i * n // micro, (i + 1) * n // micro))
-      g, l, c, m = grad_fn(state.params, self.device_batch(part))
+      g, l, c, m = grad_fn(state.params, self.device_batch(part), state.frozen)
       grads, metrics = learner.add_trees(grads, g), (m if metrics is None else rl.accumulate_metrics(metrics, m))
       loss_sum = l if loss_sum is None else loss_sum + l
       count = c if count is None else count + c
@@ -278,8 +318,8 @@ class _SftStep:
     del rng  # teacher forcing draws nothing
     batch = self.updater.builder.with_positions(next(data))
     chunk = self.updater.config.optim.logits_chunk
-    state, metrics, skipped = self.updater.update(state, _learner_fields(batch),
-                                                  lambda p, b: learner.sft_grads(self.model, p, b, chunk))
+    state, metrics, skipped = self.updater.update(
+        state, _learner_fields(batch), lambda p, b, frozen: learner.sft_grads(self.model, p, b, chunk, frozen))
     metrics["_skipped_updates"] = skipped
     metrics.update({f"data/{k}": float(v) for k, v in batch.get("data_stats", {}).items()})
     return state, metrics
@@ -296,6 +336,9 @@ class _GrpoStep:
     self.loss_config = loss_config(config)
     self.builder = updater.builder
     self.reward_fn = rewards.get(config.reward.name)
+    # Judges the recipe requires are built (or found missing) now, not at the first sample.
+    self.judge_context = judge_context(config.reward.name, config.reward)
+    self.last_samples: list[dict[str, Any]] = []
     self.ref_params = ref_params  # the stage's initial policy, frozen; None when rl.beta == 0
     s = config.sampling
     self.sampler = Sampler(model, pad_id=self.builder.pad_id, decode_phases=s.decode_phases, mesh=updater.mesh,
@@ -321,20 +364,17 @@ class _GrpoStep:
     rollout = collect_rollout(sample=self._sample(state.params), prompt_batches=data, reward_fn=self.reward_fn,
                               decode=self._decode, rl_config=self.config.rl, sampling_config=self.config.sampling,
                               reward_config=self.config.reward, rng=rng, groups_wanted=self.groups_per_step,
-                              pad_id=self.builder.pad_id)
+                              pad_id=self.builder.pad_id, judge_context=self.judge_context)
+    self.last_samples = rollout.samples
     batch = _learner_fields(rollout.batch)
     temperature, chunk = float(self.config.sampling.temperature), self.config.optim.logits_chunk
     started = time.perf_counter()
-    multi_update = self.config.rl.num_iterations > 1 or self.config.rl.mini_batches > 1
-    if multi_update or self.ref_params is not None:
-      scored = self.updater.device_batch(batch)
-    if multi_update:  # ratios against the policy that sampled, recomputed by the learner
-      batch["old_logprobs"] = np.asarray(learner.completion_logprobs(self.model, state.params, scored, temperature,
-                                                                     chunk))
+    if self.config.rl.num_iterations > 1 or self.config.rl.mini_batches > 1:
+      # Ratios against the policy that sampled, recomputed by the learner.
+      batch["old_logprobs"] = self.updater.completion_logprobs(state.params, batch)
     if self.ref_params is not None:
-      batch["ref_logprobs"] = np.asarray(learner.completion_logprobs(self.model, self.ref_params, scored, temperature,
-                                                                     chunk))
-    grad_fn = lambda p, b: learner.grpo_grads(self.model, self.loss_config, temperature, p, b, chunk)
+      batch["ref_logprobs"] = self.updater.completion_logprobs(self.ref_params, batch)
+    grad_fn = lambda p, b, frozen: learner.grpo_grads(self.model, self.loss_config, temperature, p, b, chunk, frozen)
     n = rows.num_rows(batch)
     group = self.config.sampling.num_samples
     mini = self.config.rl.mini_batches

@@ -1,4 +1,5 @@
-"""Metrics out: JSONL in the workdir, TensorBoard event files, a tqdm bar, and a reward-curve PNG.
+"""Metrics out: JSONL in the workdir, TensorBoard event files, a tqdm bar, and a reward-curve PNG;
+`samples.jsonl` holds, per logged GRPO step, the first group's completions with what the reward said.
 
 Only process 0 writes; other processes get a writer that records nothing, so the loop calls it
 unconditionally on every host.
@@ -12,6 +13,7 @@ import os
 from typing import Mapping
 
 import jax
+import numpy as np
 
 _log = logging.getLogger(__name__)
 PROGRESS_KEYS = (("reward", "reward/mean"), ("kl", "kl"), ("len", "response_length/mean"), ("nll", "sft/nll"),
@@ -30,6 +32,8 @@ class MetricWriter:
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
+    for path in (self.jsonl_path, os.path.join(workdir, "samples.jsonl")):
+      _drop_records_after(path, initial_step)  # steps re-run after a resume are written again
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
     if progress_bar:
@@ -53,11 +57,36 @@ class MetricWriter:
       _log.info("%s step %d/%d: %s", self.name, step, self.total_steps,
                 " ".join(f"{label}={value}" for label, value in progress.items()))
 
+  def write_samples(self, step: int, samples: list[Mapping]) -> None:
+    """Appends a step's sample records (completion, reward, components, the reward's info, status,
+    error) to `samples.jsonl`; values JSON cannot hold are written as their repr."""
+    if not self.enabled or not samples:
+      return
+    with open(os.path.join(self.workdir, "samples.jsonl"), "a", encoding="utf-8") as f:
+      f.write(json.dumps({"step": step, "samples": list(samples)}, default=repr) + "\n")
+
   def close(self) -> None:
     if self._tb is not None:
-      self._tb.close()
+      try:
+        self._tb.close()
+      except OSError as e:  # e.g. a full disk: say so, without hiding the error that stopped the run
+        _log.warning("could not flush the TensorBoard events in %s: %s", self.workdir, e)
     if self._bar is not None:
       self._bar.close()
+
+
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites the JSONL file at `path` without its records of steps after `step` (atomically)."""
+  if not os.path.isfile(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line for line in lines if json.loads(line)["step"] <= step]
+  if len(kept) == len(lines):
+    return
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -69,26 +98,68 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 def plot_curves(records: list[dict], path: str, keys=("reward/mean",), title: str = "") -> str | None:
-  """Writes a PNG of `keys` against step (records of one step are merged, later values winning, e.g.
-  the end-of-stage evaluation's record or a re-logged step after a resume)."""
+  """Writes a PNG with one panel per present key of `keys` against step, plus a "held-out" panel of
+  the evaluation records' `eval/<split>/reward` points.
+
+  Records of one step are merged, later values winning (the end-of-stage evaluation's record, a
+  re-logged step after a resume). Each curve is drawn raw (faint) and smoothed (an exponential
+  moving average over ~5% of the steps); the y-range spans at least 20% of the values' magnitude,
+  so a flat curve's noise is not blown up to the panel's height.
+  """
   by_step = {}
   for record in records:
     by_step.setdefault(record["step"], {}).update(record)
-  present = [k for k in keys if any(by_step[s].get(k) is not None for s in by_step)]
-  if not present or jax.process_index() != 0:
+  panels = [(k, [k]) for k in keys if any(by_step[s].get(k) is not None for s in by_step)]
+  held_out = sorted({k for r in by_step.values() for k in r if k.startswith("eval/") and k.endswith("/reward")})
+  if held_out:
+    panels.append(("held-out reward", held_out))
+  if not panels or jax.process_index() != 0:
     return None
   # A bare Figure renders without pyplot, so the caller's backend (e.g. a notebook's inline one) stays.
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  fig = Figure(figsize=(5 * len(present), 3.5))
-  axes = fig.subplots(1, len(present), squeeze=False)
-  for ax, key in zip(axes[0], present):
-    steps = sorted(s for s in by_step if by_step[s].get(key) is not None)
-    ax.plot(steps, [by_step[s][key] for s in steps], marker="." if len(steps) < 50 else None)
+  fig = Figure(figsize=(4.5 * len(panels), 3.5))
+  axes = fig.subplots(1, len(panels), squeeze=False)
+  for ax, (name, series) in zip(axes[0], panels):
+    values_seen = []
+    for key in series:
+      steps = sorted(s for s in by_step if by_step[s].get(key) is not None)
+      values = np.array([by_step[s][key] for s in steps], np.float64)
+      values_seen.append(values)
+      label = key.split("/")[1] if name == "held-out reward" else None
+      if name == "held-out reward" or len(steps) < 8:
+        ax.plot(steps, values, marker="o", label=label)
+        continue
+      raw = ax.plot(steps, values, alpha=0.25, linewidth=0.8)[0]
+      ax.plot(steps, _smoothed(values), color=raw.get_color(), linewidth=1.8)
+    _readable_ylim(ax, np.concatenate(values_seen))
+    if name == "held-out reward":
+      ax.legend(fontsize="small", loc="best")
     ax.set_xlabel("step")
-    ax.set_title(key)
+    ax.set_title(name)
     ax.grid(alpha=0.3)
   if title:
     fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   return path
+
+
+def _smoothed(values: np.ndarray) -> np.ndarray:
+  """Exponential moving average with a time constant of ~5% of the points, debiased at the start."""
+  decay = 1.0 - 1.0 / max(2.0, 0.05 * len(values))
+  out, average, weight = np.empty_like(values), 0.0, 0.0
+  for i, v in enumerate(values):
+    average, weight = decay * average + (1 - decay) * v, decay * weight + (1 - decay)
+    out[i] = average / weight
+  return out
+
+
+def _readable_ylim(ax, values: np.ndarray) -> None:
+  """A y-range around `values` at least 20% of their magnitude wide (never a zoom into noise)."""
+  values = values[np.isfinite(values)]
+  if not len(values):
+    return
+  low, high = float(values.min()), float(values.max())
+  span = max(high - low, 0.2 * max(abs(low), abs(high)), 1e-6)
+  middle = (low + high) / 2
+  ax.set_ylim(middle - 0.55 * span, middle + 0.55 * span)

@@ -32,7 +32,7 @@ def test_jsonl_easyr1_layout_relative_paths_and_extra_columns(tmp_path):
       {"type": "image"}, {"type": "text", "text": "Find x in "}, {"type": "image"}]}]
   assert example.ground_truth == {"answer": "3", "solution_steps": ["s1"], "difficulty": 2}
   assert example.data_type == "multi_image"
-  assert example.where.endswith("train.jsonl:row 0")
+  assert example.where.endswith("train.jsonl:line 1")
   text_only = records.to_example(source[1], _OPTIONS)
   assert text_only.data_type == "text" and text_only.images == []
 
@@ -41,7 +41,7 @@ def test_untagged_media_go_before_text_and_template_and_system_prompt_apply(tmp_
   options = records.LayoutOptions(system_prompt="Think first.",
                                   prompt_template="{content} Answer in <answer></answer>.")
   raw = sources.RawRecord({"problem": "What?", "answer": "a", "images": ["/abs/x.jpg"],
-                           "videos": ["v.mp4"]}, "f:row 0", str(tmp_path))
+                           "videos": ["v.mp4"]}, "f:line 1", str(tmp_path))
   example = records.to_example(raw, options)
   assert example.messages[0] == {"role": "system", "content": "Think first."}
   assert example.messages[1]["content"] == [
@@ -110,7 +110,7 @@ def test_bad_records_raise_naming_the_record(tmp_path, row, reason, named):
   with pytest.raises(errors.BadExampleError) as info:
     records.to_example(source[0], _OPTIONS)
   assert info.value.reason == reason
-  assert "bad.jsonl:row 0" in str(info.value) and named in str(info.value)
+  assert "bad.jsonl:line 1" in str(info.value) and named in str(info.value)
 
 
 def test_sources_pickle_and_expand_folders(tmp_path):
@@ -124,3 +124,13 @@ def test_sources_pickle_and_expand_folders(tmp_path):
   assert [clone[i].fields["problem"] for i in range(3)] == ["1", "2", "2"]
   with pytest.raises(FileNotFoundError, match="nope"):
     sources.file_source(str(tmp_path / "nope.jsonl"))
+
+
+def test_jsonl_records_are_named_by_their_1_based_line_counting_blank_lines(tmp_path):
+  path = _write_jsonl(tmp_path / "gaps.jsonl", [{"problem": "1", "answer": "1"}, "", "  ", "{not json"])
+  source = sources.file_source(path)
+  assert len(source) == 2
+  assert source[0].where.endswith("gaps.jsonl:line 1") and source[1].where.endswith("gaps.jsonl:line 4")
+  json_path = tmp_path / "rows.json"
+  json_path.write_text(json.dumps([{"problem": "1", "answer": "1"}, {"problem": "2", "answer": "2"}]))
+  assert sources.file_source(str(json_path))[1].where.endswith("rows.json:record 2")

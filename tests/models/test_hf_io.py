@@ -110,3 +110,78 @@ def test_unsupported_config_fields_are_named(hf_dir, field, value, message):
   config[field] = value
   with pytest.raises(ValueError, match=message):
     models.config_from_hf(config)
+
+
+def _corrupt_copy(src, dst, mutate):
+  """A copy of checkpoint folder `src` whose model.safetensors bytes are `mutate(bytes)`."""
+  os.makedirs(dst)
+  for name in os.listdir(src):
+    with open(os.path.join(src, name), "rb") as f:
+      data = f.read()
+    with open(os.path.join(dst, name), "wb") as f:
+      f.write(mutate(data) if name == "model.safetensors" else data)
+  return dst
+
+
+def _header_len(data: bytes) -> int:
+  return int.from_bytes(data[:8], "little")
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: b"", r"model.safetensors' has 0 bytes, .* empty or truncated"),
+    (lambda d: d[:5], r"model.safetensors' has 5 bytes"),
+    (lambda d: d[:8 + _header_len(d) // 2], r"header length says \d+ bytes but the file has \d+ bytes"),
+    (lambda d: d[:8] + b"{" * _header_len(d) + d[8 + _header_len(d):], r"header is not valid JSON"),
+    # Cut in the tensor data: the error names the last tensor and the bytes it needs vs holds.
+    (lambda d: d[:-100], r"model.safetensors' is truncated: tensor '[\w.]+' \(F32 \[[\d, ]+\]\) needs data "
+                         r"bytes \[\d+, \d+\) but the file holds \d+ bytes"),
+], ids=["empty", "shorter_than_length", "truncated_header", "header_not_json", "truncated_data"])
+def test_corrupt_safetensors_errors_name_the_file_and_what_was_expected(hf_dir, tmp_path, mutate, message):
+  bad = _corrupt_copy(hf_dir, str(tmp_path / "bad"), mutate)
+  with pytest.raises(ValueError, match=message):
+    models.load_pretrained(bad)
+
+
+def test_header_whose_offsets_disagree_with_the_shape_names_the_tensor(tmp_path):
+  file = str(tmp_path / "model.safetensors")
+  write_safetensors(file, {"a": np.zeros((2, 3), np.float32)})
+  with open(file, "rb") as f:
+    data = f.read()
+  header = data[8:8 + _header_len(data)].replace(b"[2,3]", b"[3,3]")
+  with open(file, "wb") as f:
+    f.write(data[:8] + header + data[8 + len(header):])
+  with pytest.raises(ValueError, match=r"tensor 'a' \(F32 \[3, 3\]\) needs 36 bytes but its data_offsets "
+                                       r"\[0, 24\] span 24"):
+    SafetensorsFolder(str(tmp_path))
+
+
+def test_corrupt_index_and_config_name_the_file(hf_dir, tmp_path):
+  bad = _corrupt_copy(hf_dir, str(tmp_path / "bad"), lambda d: d)
+  with open(os.path.join(bad, "model.safetensors.index.json"), "w") as f:
+    f.write('{"weight_map": ')
+  with pytest.raises(ValueError, match=r"model.safetensors.index.json' is not valid JSON"):
+    SafetensorsFolder(bad)
+  with open(os.path.join(bad, "config.json"), "w") as f:
+    f.write("")
+  with pytest.raises(ValueError, match=r"config.json' is not valid JSON .*empty, truncated or corrupt"):
+    models.load_pretrained(bad)
+
+
+def test_missing_fields_are_named_with_their_section():
+  vl = models.config_to_hf(models.preset("qwen2.5-vl-3b"))
+  del vl["text_config"]["hidden_size"]
+  with pytest.raises(ValueError, match=r"missing required field\(s\) \['text_config.hidden_size'\]"):
+    models.config_from_hf(vl)
+  text = models.config_to_hf(models.preset("qwen2.5-0.5b"))
+  del text["num_attention_heads"]
+  with pytest.raises(ValueError, match=r"missing required field\(s\) \['num_attention_heads'\]"):
+    models.config_from_hf(text)
+
+
+def test_missing_architectures_is_named_or_read_from_model_type():
+  hf = models.config_to_hf(models.preset("qwen2.5-vl-3b"))
+  del hf["architectures"]
+  assert models.config_from_hf(hf) == models.preset("qwen2.5-vl-3b")  # model_type says it, as for transformers
+  del hf["model_type"]
+  with pytest.raises(ValueError, match=r"config.json has no 'architectures' field and its model_type=None"):
+    models.config_from_hf(hf)

@@ -98,8 +98,32 @@ def test_points_rescaled_when_image_size_is_given():
   assert embodied_r1.embodied_r1_reward(_points(resized_point), truth).components["dist"] == 0  # 500 px away
 
 
-def test_bad_ground_truth_never_raises():
-  for answer in ("no type tag", "<type>unknown</type>[]", "<type>point_ref</type>{broken", 5, None):
-    result = embodied_r1.embodied_r1_reward(_points([[1, 2]]), {"answer": answer})
-    assert math.isfinite(result.total) and 0 <= result.total <= 1
-  assert "gt_error" in embodied_r1.embodied_r1_reward(_points([[1, 2]]), _truth("point_rec", {"x": 1})).info
+@pytest.mark.parametrize("truth, error", [
+    ({}, KeyError), ({"answer": None}, ValueError), ({"answer": 5}, ValueError), ({"answer": "no type tag"}, ValueError),
+    (_truth("unknown", []), ValueError), (_truth("point_ref", "{broken"), ValueError), (_truth("point_ref", []), ValueError),
+    (_truth("spatial_qa", ""), ValueError), (_truth("point_rec", {"x": 1}), ValueError),
+    (_truth("point_rec", {"segmentation": [[0, 0], [1, 1]]}), ValueError),
+    (_truth("free_point", {"bbox": [0, 0, 5], "free_points": [[1, 1]]}), ValueError),
+    (_truth("free_point", {"bbox": [0, 0, 5, 5]}), ValueError), (_truth("visual_trace", {"trajectory": "NaN"}), ValueError),
+])
+def test_malformed_ground_truth_names_the_field(truth, error):
+  # Each used to score 0 in every term that needs it (info["gt_error"] at best), like a wrong answer.
+  with pytest.raises(error, match="embodied_r1: ground_truth.*'answer'"):
+    embodied_r1.embodied_r1_reward(_points([[1, 2]]), truth)
+
+
+def test_malformed_image_size_names_the_field():
+  with pytest.raises(ValueError, match="embodied_r1: ground_truth.*'width/height'"):
+    embodied_r1.embodied_r1_reward(_points([[1, 2]]), {**_truth("point_ref", [[1, 2]]), "width": 0, "height": 10})
+
+
+@pytest.mark.parametrize("content", [
+    "[10, 10]", "[(10, 10)]", "((10, 10),)", '[{"point_2d": [10, 10]}]', '{"point_2d": [10, 10]}', "[[10, 10],]",
+    "[[10, 10, 1]]",
+])
+def test_points_must_be_a_json_list_of_pairs_as_the_public_code_reads_them(content):
+  truth = _truth("point_ref", [[10, 10]])
+  result = embodied_r1.embodied_r1_reward(f"<think>t</think><answer><point>{content}</point></answer>", truth)
+  assert result.components["parse"] == 0 and result.components["point_format"] == 1
+  assert result.total == pytest.approx(0.2)  # fmt and pfmt only
+  assert embodied_r1.embodied_r1_reward(_points([[10, 10]]), truth).total == pytest.approx(1.0)

@@ -1,5 +1,6 @@
-"""Property-based fuzzing: no completion or odd ground truth makes a reward raise, and every
-total is finite and inside the reward's documented range."""
+"""Property-based fuzzing: no completion makes a reward raise, and every total is finite and inside
+the reward's documented range. An odd ground truth either scores the same way or raises KeyError or
+ValueError naming the recipe and the field, never anything else."""
 import json
 import math
 
@@ -52,8 +53,37 @@ def _maybe_odd(valid):
   return st.one_of(st.just(valid), _ODD)
 
 
+# Ground truths that fit each recipe's schema. InfiGUI's name their task_type, so the context's
+# task_type cannot change which fields they need.
+_ACTIONS = st.sampled_from(["click", "long_press", "type", "open", "swipe", "system_button", "wait", "terminate"])
+_VALID_TRUTHS = {
+    "star_r1": st.fixed_dictionaries({"answer": st.sampled_from(
+        [["1.color.red", "2.size.large"], "1.color.red; 2.size.large", ["02.Color.RED"], []])}),
+    "satori": st.fixed_dictionaries({
+        "bboxs": st.sampled_from([[[0, 0, 100, 80]], [[0, 0, 10, 10], [5, 5, 50, 60]]]),
+        "possible_answers": st.sampled_from([["cat"], "cat"]), "image_caption": st.just("a cat on a mat"),
+        "width": st.integers(1, 5000), "height": st.integers(1, 5000)}),
+    "infigui": st.one_of(
+        st.fixed_dictionaries({"task_type": st.just("action"), "action": _ACTIONS,
+                               "candidate_bbox": st.sampled_from([[[100, 200, 200, 300]], []]),
+                               "coordinate": st.just([150, 250]), "text": st.just("hi"), "direction": st.just("up"),
+                               "button": st.just("Back"), "width": st.integers(1, 5000),
+                               "height": st.integers(1, 5000)}),
+        st.fixed_dictionaries({"bbox": st.just([0, 0, 10, 10]), "task_type": st.sampled_from(["point", "box"]),
+                               "width": st.integers(1, 5000), "height": st.integers(1, 5000)}),
+        st.fixed_dictionaries({"task_type": st.just("answer"), "answer": st.sampled_from(["42", 42, ["42", "B"]])}),
+    ),
+    "embodied_r1": st.fixed_dictionaries({"answer": st.sampled_from([
+        "<type>point_ref</type>[[10, 10]]", "<type>spatial_qa</type>B", "<type>general_qa</type>3/4",
+        '<type>fsd_free_point</type>{"bbox": [0, 0, 50, 50], "free_points": [[1, 1]]}',
+        '<type>fsd_visual_trace</type>{"trajectory": [[0, 0], [80, 80]]}',
+        '<type>point_rec</type>{"segmentation": [[0, 0], [50, 0], [50, 50]]}'])}),
+    "longvila": st.fixed_dictionaries({"answer": st.sampled_from(["C", "<answer>C</answer>", 12, ["C", "12"]])}),
+}
+
+# Ground truths that may hold anything where a field should be.
 _SIZE = st.one_of(st.integers(1, 5000), _ODD)
-_TRUTHS = {
+_ODD_TRUTHS = {
     "star_r1": st.fixed_dictionaries({"answer": _maybe_odd(["1.color.red", "2.size.large"])}),
     "satori": st.fixed_dictionaries({
         "bboxs": _maybe_odd([[0, 0, 100, 80]]), "possible_answers": _maybe_odd(["cat"]),
@@ -101,7 +131,10 @@ def _range(name, result):
 
 
 def _check(name, completion, truth, context):
-  result = _FUNCTIONS[name](completion, truth, **context)
+  _check_result(name, _FUNCTIONS[name](completion, truth, **context))
+
+
+def _check_result(name, result):
   assert isinstance(result.total, float) and math.isfinite(result.total), result
   lo, hi = _range(name, result)
   assert lo - 1e-9 <= result.total <= hi + 1e-9, (result, lo, hi)
@@ -111,11 +144,26 @@ def _check(name, completion, truth, context):
 
 def _fuzz_test(name):
   @SETTINGS
-  @given(completion=_completions(name), truth=_TRUTHS[name], context=_CONTEXTS)
+  @given(completion=_completions(name), truth=_VALID_TRUTHS[name], context=_CONTEXTS)
   def test(completion, truth, context):
     _check(name, completion, truth, context)
 
   test.__name__ = f"test_{name}_never_raises_and_stays_in_range"
+  return test
+
+
+def _odd_truth_test(name):
+  @SETTINGS
+  @given(completion=_completions(name), truth=_ODD_TRUTHS[name], context=_CONTEXTS)
+  def test(completion, truth, context):
+    try:
+      result = _FUNCTIONS[name](completion, truth, **context)
+    except (KeyError, ValueError) as e:
+      assert e.args[0].startswith(f"{name}: ground_truth"), e
+    else:
+      _check_result(name, result)
+
+  test.__name__ = f"test_{name}_odd_ground_truth_scores_or_names_the_field"
   return test
 
 
@@ -124,6 +172,11 @@ test_satori_fuzz = _fuzz_test("satori")
 test_infigui_fuzz = _fuzz_test("infigui")
 test_embodied_r1_fuzz = _fuzz_test("embodied_r1")
 test_longvila_fuzz = _fuzz_test("longvila")
+test_star_r1_odd_truth = _odd_truth_test("star_r1")
+test_satori_odd_truth = _odd_truth_test("satori")
+test_infigui_odd_truth = _odd_truth_test("infigui")
+test_embodied_r1_odd_truth = _odd_truth_test("embodied_r1")
+test_longvila_odd_truth = _odd_truth_test("longvila")
 
 
 @SETTINGS

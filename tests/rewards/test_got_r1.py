@@ -120,8 +120,12 @@ def test_failing_judges_are_reported(behaviour):
   assert comps["r_pi"] == 0.0 and comps["r_ri"] == 0.0 and total == 0.0
 
 
-def test_bad_ground_truth_is_named():
-  with pytest.raises(ValueError, match="layout"):
-    got_r1.got_r1("x", {"layout": [{"name": "cat"}]})
-  with pytest.raises(ValueError, match="layout"):
-    got_r1.got_r1("x", {"layout": [{"name": "cat", "box": [0, 0, 2000, 10]}]})
+@pytest.mark.parametrize("truth, field", [
+    ({"layout": [{"name": "cat"}]}, "layout"), ({"layout": [{"name": "cat", "box": [0, 0, 2000, 10]}]}, "layout"),
+    ({"layout": [{"name": "cat", "box": "left"}]}, "layout"), ({"layout": [{"name": 3, "box": [0, 0, 1, 1]}]}, "layout"),
+    ({"layout": []}, "layout"), ({"layout": "a cat on a mat"}, "layout"), ({"layout": 7}, "layout"),
+    ({"layout": [{"name": "cat", "box": [0, 0, 1, 1]}], "prompt": ["a", "cat"]}, "prompt"),
+])
+def test_bad_ground_truth_is_named(truth, field):
+  with pytest.raises(ValueError, match=f"got_r1: ground_truth.*'{field}'"):
+    got_r1.got_r1("x", truth)

@@ -27,6 +27,26 @@ def test_grade_answer(pred, truth, expected):
   assert grading.grade_answer(pred, truth) == expected
 
 
+@pytest.mark.parametrize("pred, truth", [
+    ("11 or 12", "12"), ("12 or 11", "12"), ("11, 12", "12"), ("11 and 12", "12"), ("between 11 and 12", 12),
+    ("x = 11 or x = 12", "12"), ("\\boxed{11} or \\boxed{12}", "12"), ("1,000, 2,000", "1000"), ("12,13", "12"),
+    ("\\frac{3}{4} or \\frac{1}{2}", "0.75"),
+    ("(B) or (C)", "B"), ("B) or C)", "B"), ("(B)/(C)", "B"), ("\\boxed{B} or \\boxed{C}", "B"), ("B. or C.", "B"),
+    ("(B) (C)", "B"), ("(B), C", "B"), ("(b) or maybe (c)", "B"), ("B or C", "B"), ("B, C", "B"), ("B/C", "B"),
+])
+def test_hedges_score_zero(pred, truth):
+  assert grading.grade_answer(pred, truth) == 0.0
+
+
+@pytest.mark.parametrize("pred, truth", [
+    ("B. The red cube", "B"), ("(B) 3 cubes and 2 spheres", "B"), ("(C) both (a) and (b)", "C"), ("(B), a cube", "B"),
+    ("(B) or (b)", "B"), ("12.5", "12.5"), ("1,000", "1000"), ("-3", "-3"), ("3/4", "0.75"), ("\\boxed{12}", "12"),
+    ("\\boxed{1,000}", 1000), ("12 apples", "12"), ("12 or 12", "12"), ("(1, 2)", "(1, 2)"),
+])
+def test_legitimate_answers_are_not_hedges(pred, truth):
+  assert grading.grade_answer(pred, truth) == 1.0
+
+
 def test_slow_math_check_times_out_to_zero(monkeypatch):
   def hang(pred, truth):
     while True:  # a pure-Python hang: the abandoned helper thread gets interrupted

@@ -137,3 +137,29 @@ def test_point_box_and_answer_tasks():
   qa = {"answer": "42"}
   assert infigui.infigui_reward("<think>t</think><answer>42.0</answer>", qa).total == pytest.approx(1)
   assert infigui.infigui_reward("<think>t</think><answer>41</answer>", qa).total == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("truth, error, field", [
+    ({"action": ""}, ValueError, "action"),
+    ({"action": ["click"]}, ValueError, "action"),
+    ({"action": "click", "width": WIDTH, "height": HEIGHT}, KeyError, "candidate_bbox"),
+    ({**CLICK, "candidate_bbox": [[1, 2, 3]]}, ValueError, "candidate_bbox"),
+    ({**CLICK, "coordinate": "middle"}, ValueError, "coordinate"),
+    ({k: v for k, v in CLICK.items() if k not in ("width", "height")}, KeyError, "width"),
+    ({**CLICK, "width": -5}, ValueError, "width"),
+    ({"action": "type"}, KeyError, "text"),
+    ({"action": "open", "text": ""}, ValueError, "text"),
+    ({"action": "swipe", "direction": "sideways"}, ValueError, "direction"),
+    ({"action": "system_button", "button": None}, ValueError, "button"),
+    ({"task_type": "click"}, ValueError, "task_type"),
+    ({"task_type": "box", "width": WIDTH, "height": HEIGHT}, KeyError, "bbox"),
+    ({"bbox": [[0, 0, 1, 1], [2, 2, 3, 3]], "width": WIDTH, "height": HEIGHT}, ValueError, "bbox"),
+    ({"bbox": [0, 0, 1, 1]}, KeyError, "width"),
+    ({}, KeyError, "answer"),
+    ({"answer": None}, ValueError, "answer"),
+    ({"answer": []}, ValueError, "answer"),
+])
+def test_malformed_ground_truth_names_the_field(truth, error, field):
+  # Each used to score as a wrong answer (or a miss) on every completion.
+  with pytest.raises(error, match=f"infigui: ground_truth.*{field}"):
+    infigui.infigui_reward(_call({"action": "click", "coordinate": [1, 1]}), truth)

@@ -148,3 +148,26 @@ def test_bad_ground_truth_and_context_are_named():
     love_r1.love_r1(answer("B"), QA, step=3)
   with pytest.raises(ValueError, match="earlier_zooms"):
     love_r1.love_r1(answer("B"), QA, earlier_zooms=[[1, 2, 3]])
+
+
+@pytest.mark.parametrize("truth, error, field", [
+    ({"solution": "B", "duration": "long"}, ValueError, "duration"),
+    ({"solution": "B", "duration": math.nan}, ValueError, "duration"),
+    ({"solution": "B", "duration": -3}, ValueError, "duration"),
+    ({"solution": "B", "duration": 30.0, "tgt": 5}, ValueError, "tgt"),
+    ({"solution": "B", "duration": 30.0, "tgt": [[1, 2, 3]]}, ValueError, "tgt"),
+    ({"solution": "B", "duration": 30.0, "tgt": [5, 12]}, ValueError, "tgt"),
+    ({"solution": "B", "duration": 30.0, "tgt": [["a", "b"]]}, ValueError, "tgt"),
+    ({"solution": None, "duration": 30.0}, ValueError, "solution"),
+    ({"solution": "<answer></answer>", "duration": 30.0}, ValueError, "solution"),
+])
+def test_malformed_ground_truth_names_the_field(truth, error, field):
+  with pytest.raises(error, match=f"love_r1: ground_truth.*'{field}'"):
+    love_r1.love_r1(answer("B"), truth)
+
+
+def test_zoom_box_holds_exactly_the_interval_as_in_the_public_trainer():
+  assert score(f"{ZOOM}Later. \\boxed{{[10,  40 ]}}", step2_completion=answer("B"))[0] == 2.0
+  for content in (" [10, 40]", "[10, 40] ", " [10, 40] "):
+    total, comps = score(f"{ZOOM}Later. \\boxed{{{content}}}", step2_completion=answer("B"))
+    assert (total, comps["format"], comps["zoom_valid"]) == (0.0, 0.0, 0.0)

@@ -1,5 +1,6 @@
 """Tests for the Omni-R1 reward (r1jax.rewards.omni_r1)."""
 import json
+import math
 import re
 import threading
 
@@ -41,10 +42,22 @@ def test_registered_under_module_name():
   assert base.get("omni_r1") is omni_r1.omni_r1
 
 
-@pytest.mark.parametrize("text, seconds", [("00:01.00", 1.0), ("00:05.5", 5.5), ("1:02.25", 62.25), ("00:03", 3.0),
-                                           (" 00:01.50 ", 1.5), ("1.5", None), ("aa:bb", None), (3.0, None)])
+@pytest.mark.parametrize("text, seconds", [
+    ("00:01.00", 1.0), ("00:05.5", 5.5), ("1:02.25", 62.25), ("1.5", None), ("aa:bb", None), (3.0, None),
+    # Where the public re.match(r"(\d+):(\d+)\.(\d+)") matches: at the start, fraction required,
+    # any digit count, anything after ignored.
+    ("00:03", None), (" 00:01.50", None), ("00:01.50 ", 1.5), ("00:01.50s", 1.5), ("0000000001:00.00", 60.0),
+    ("9" * 5000 + ":00.00", math.inf),
+])
 def test_parse_time(text, seconds):
   assert omni_r1.parse_time(text) == seconds
+
+
+def test_objects_are_json_as_the_public_code_reads_them():
+  python_dict = "{'start_time': '00:01.00', 'end_time': '00:01.50', 'description': 'the dog'}"
+  result = omni_r1.omni_r1(f"<think>t</think><answer>{python_dict}</answer>", TRUTH)
+  assert result.components["num_objects"] == 1 and result.components["parsed"] == 0
+  assert result.components["cum"] == pytest.approx(0.2)  # found, but neither complete nor valid
 
 
 @settings(max_examples=200, deadline=None)
@@ -163,8 +176,11 @@ def test_no_answer_scores_zero():
   assert score("<think>no</think><answer>the dog</answer>")[0] == 1.0  # format only
 
 
-def test_bad_ground_truth_is_named():
-  with pytest.raises(KeyError, match="bboxs"):
-    omni_r1.omni_r1("x", {})
-  with pytest.raises(ValueError, match="bboxs"):
-    omni_r1.omni_r1("x", {"bboxs": [[1, 2, 3, 4]]})
+@pytest.mark.parametrize("truth, error, field", [
+    ({}, KeyError, "bboxs"), ({"bboxs": [[1, 2, 3, 4]]}, ValueError, "bboxs"), ({"bboxs": []}, ValueError, "bboxs"),
+    ({"bboxs": 5}, ValueError, "bboxs"), ({"bboxs": [[[0, 0, "x", 1]]]}, ValueError, "bboxs"),
+    ({"boxes": [[[0, 0, 1]]]}, ValueError, "boxes"), ({"bboxs": [[[0, 0, math.inf, 1]]]}, ValueError, "bboxs"),
+])
+def test_bad_ground_truth_is_named(truth, error, field):
+  with pytest.raises(error, match=f"omni_r1: ground_truth.*'{field}'"):
+    omni_r1.omni_r1("x", truth)

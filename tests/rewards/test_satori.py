@@ -67,11 +67,33 @@ def test_unparseable_bbox_scores_zero():
   assert result.components["format"] == 1  # still a list of lists
 
 
-def test_missing_image_size_scores_bbox_zero():
+def test_image_size_may_come_from_the_context():
   truth = {k: v for k, v in GT.items() if k not in ("width", "height")}
-  result = satori.satori_reward(_completion(), truth)
-  assert result.components["bbox"] == 0 and "bbox_error" in result.info
   assert satori.satori_reward(_completion(), truth, width=WIDTH, height=HEIGHT).components["bbox"] == pytest.approx(1)
+  unusable_limits = satori.satori_reward(_completion(), GT, min_pixels="many")
+  assert unusable_limits.components["bbox"] == 0 and "bbox_error" in unusable_limits.info
+
+
+@pytest.mark.parametrize("change, error, field", [
+    ({"bboxs": None}, KeyError, "bboxs"),
+    ({"bboxs": [[0, 0, 500]]}, ValueError, "bboxs"),
+    ({"bboxs": []}, ValueError, "bboxs"),
+    ({"possible_answers": None}, KeyError, "possible_answers"),
+    ({"possible_answers": [3]}, ValueError, "possible_answers"),
+    ({"image_caption": None}, KeyError, "image_caption"),
+    ({"image_caption": ["a cat"]}, ValueError, "image_caption"),
+    ({"width": None, "height": None}, KeyError, "width"),
+    ({"width": "wide"}, ValueError, "width"),
+])
+def test_malformed_ground_truth_names_the_field(change, error, field):
+  truth = {k: v for k, v in {**GT, **change}.items() if v is not None}
+  with pytest.raises(error, match=rf"satori: ground_truth.*{field}"):
+    satori.satori_reward(_completion(), truth)
+
+
+def test_ground_truth_must_be_a_mapping():
+  with pytest.raises(ValueError, match="satori: ground_truth must be a mapping"):
+    satori.satori_reward(_completion(), ["not", "a", "mapping"])
 
 
 def test_vqa_exact_match_and_normalisation_flag():
@@ -96,3 +118,22 @@ def test_rouge_uses_stemming():
   truth = dict(GT, image_caption="cats running")
   result = satori.satori_reward(_completion(caption="cat run"), truth)
   assert result.components["rouge_l"] == pytest.approx(1.0) and result.components["bleu4"] == 0
+
+
+@pytest.mark.parametrize("caption", [
+    "“A cat” sits on the mat.", "A cat — grey — sits «here».", "The sign reads “STOP”—twice.",
+])
+def test_caption_tokens_split_unicode_punctuation_like_word_tokenize(caption):
+  # nltk.word_tokenize (the source) runs NLTKWordTokenizer on each sentence; these captions are one
+  # sentence each, so the tokens must be NLTKWordTokenizer's. TreebankWordTokenizer keeps “A and
+  # «here» whole, which changes BLEU.
+  from nltk.tokenize import NLTKWordTokenizer
+  from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+  reference = "a cat sits on the mat near “the” door — «ici»."
+  tokenize = NLTKWordTokenizer().tokenize
+  expected = sentence_bleu([tokenize(reference.lower())], tokenize(caption.lower()),
+                           smoothing_function=SmoothingFunction().method1)
+  assert satori.caption_scores(caption, reference)[0] == pytest.approx(expected)
+  tokens = tokenize(caption.lower())
+  assert any(t in ("“", "”", "«", "»", "—") for t in tokens)

@@ -1,4 +1,5 @@
 """Hand-computed cases for the STAR-R1 reward."""
+import numpy as np
 import pytest
 
 from r1jax.rewards import star_r1
@@ -83,3 +84,25 @@ def test_metrics():
   assert star_r1.transformation_accuracy(pred, truth) == 0.5
   assert star_r1.number_difference([1, 3, 2], [1, 1, 4]) == pytest.approx(4 / 3)
   assert star_r1.transformation_accuracy([], []) == 0.0
+
+
+@pytest.mark.parametrize("truth, error", [
+    ({}, KeyError), ({"answers": ["1.color.red"]}, KeyError), ({"answer": 3}, ValueError),
+    ({"answer": None}, ValueError), ({"answer": ["1.color.red", 2]}, ValueError),
+    ({"answer": ["1.color.red", "two.things"]}, ValueError), ({"answer": "1.color.red, 2.size"}, ValueError),
+    ({"answer": ["1.color.red", ""]}, ValueError), ({"answer": {"1": "color.red"}}, ValueError),
+])
+def test_malformed_ground_truth_names_the_field(truth, error):
+  # Scored, these would have been "zero true answers" (or fewer than there are) without a word.
+  with pytest.raises(error, match="star_r1: ground_truth.*'answer'"):
+    _reward("1.color.red", truth=truth)
+
+
+def test_ground_truth_must_be_a_mapping():
+  with pytest.raises(ValueError, match="star_r1: ground_truth must be a mapping"):
+    star_r1.star_r1_reward("<answer>1.color.red</answer>", "1.color.red")
+
+
+def test_ground_truth_from_numpy_and_without_transformations():
+  assert _reward("1.color.red, 2.size.large", truth={"answer": np.array(["1.color.red", "2.size.large"])}).total == 11
+  assert _reward("", truth={"answer": []}).total == 1

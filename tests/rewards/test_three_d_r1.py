@@ -78,7 +78,11 @@ def test_perception_takes_best_ground_truth_box():
 
 
 @pytest.mark.parametrize("text", ["box: [1, 2, 3]", "box: [NaN, 0, 0, 1, 1, 1]", "box: [1e999, 0, 0, 1, 1, 1]",
-                                  "box: [a, b, c, d, e, f]", "box: [true, 0, 0, 1, 1, 1]"])
+                                  "box: [a, b, c, d, e, f]", "box: [true, 0, 0, 1, 1, 1]",
+                                  # The public pattern allows digits, ".", "-", "," and spaces only.
+                                  "box: [5e-1, 0, 0, 1, 1, 1]", "box: [0, 0, 0, 1, 1, 1,]", "box: [+1, 0, 0, 1, 1, 1]",
+                                  "box: [0, 0, 0, 1, 1, 1_0]", "box: [1-2, 0, 0, 1, 1, 1]",
+                                  "box: [" + "9" * 400 + ", 0, 0, 1, 1, 1]"])
 def test_malformed_boxes_are_skipped_and_counted(text):
   _, comps = score(f"{text} box: [0, 0, 0, 2, 1, 1]")
   assert comps["malformed_boxes"] == 1.0 and comps["num_boxes"] == 1.0 and comps["perception"] == 1.0
@@ -125,11 +129,23 @@ def test_default_embedder_is_local_minilm():
   assert close.components["semantic"] > far.components["semantic"] + 0.3
 
 
-def test_bad_ground_truth_is_named():
-  with pytest.raises(KeyError, match="answer"):
-    three_d_r1.three_d_r1("x", {"boxes": []}, embedder=None)
-  with pytest.raises(ValueError, match="boxes"):
-    three_d_r1.three_d_r1("x", {"boxes": [[0, 0, 1, 1]], "answer": "a"}, embedder=None)
+@pytest.mark.parametrize("truth, error, field", [
+    ({"boxes": []}, KeyError, "answer"), ({"answer": None}, ValueError, "answer"), ({"answer": ""}, ValueError, "answer"),
+    ({"answer": ["red", "<answer></answer>"]}, ValueError, "answer"),
+    ({"boxes": [[0, 0, 1, 1]], "answer": "a"}, ValueError, "boxes"),
+    ({"boxes": [0, 0, 0, 1, 1, 1], "answer": "a"}, ValueError, "boxes"),
+    ({"boxes": [["0", 0, 0, 1, 1, 1]], "answer": "a"}, ValueError, "boxes"),
+    ({"boxes": "[[0, 0, 0, 1, 1, 1]]", "answer": "a"}, ValueError, "boxes"),
+])
+def test_bad_ground_truth_is_named(truth, error, field):
+  with pytest.raises(error, match=f"three_d_r1: ground_truth.*'{field}'"):
+    three_d_r1.three_d_r1("x", truth, embedder=None)
+
+
+def test_tagged_and_numpy_ground_truth():
+  truth = {"boxes": np.array([[0, 0, 0, 1, 1, 1]]), "answer": np.array(["<answer>red</answer>"])}
+  _, comps = score("<answer>red</answer> box: [0, 0, 0, 1, 1, 1]", truth, embedder=TableEmbedder({"red": [1.0, 0.0]}))
+  assert comps["perception"] == 1.0 and comps["semantic"] == pytest.approx(1.0)
 
 
 def test_view_scores_and_selection():

@@ -297,14 +297,18 @@ def test_reward_analysis_checks_the_stated_evaluation(stated, annotation, expect
   assert result.components["analysis_available"] == 1.0
 
 
-@pytest.mark.parametrize("ground_truth, message", [
-    ({}, "needs key 'fen'"),
-    ({"fen": xb.START_FEN, "best_move": "h2h8"}, "'best_move' 'h2h8' is not a legal"),
-    ({"fen": xb.START_FEN, "annotations": {"evaluation": "winning"}}, "annotations.evaluation"),
-    ({"fen": xb.START_FEN, "annotations": ["red"]}, "'annotations' must be a mapping"),
+@pytest.mark.parametrize("ground_truth, error, message", [
+    ({}, KeyError, "needs 'fen'"),
+    ({"fen": "rnbakabnr/9/1c5c1"}, ValueError, r"\['fen'\] must be a valid position \(.*3 rows"),
+    ({"fen": None}, ValueError, r"\['fen'\] must be a valid position"),
+    ({"fen": xb.START_FEN, "best_move": "h2h8"}, ValueError, r"\['best_move'\] must be legal ICCS moves.*'h2h8'"),
+    ({"fen": xb.START_FEN, "best_move": "zz"}, ValueError, r"\['best_move'\] must be legal ICCS moves.*'zz'"),
+    ({"fen": xb.START_FEN, "best_move": 5}, ValueError, r"\['best_move'\] must be an ICCS move"),
+    ({"fen": xb.START_FEN, "annotations": {"evaluation": "winning"}}, ValueError, "annotations.evaluation"),
+    ({"fen": xb.START_FEN, "annotations": ["red"]}, ValueError, r"\['annotations'\] must be a mapping"),
 ])
-def test_reward_bad_ground_truth_names_the_key(ground_truth, message):
-  with pytest.raises(ValueError, match=message):
+def test_reward_bad_ground_truth_names_the_key(ground_truth, error, message):
+  with pytest.raises(error, match="xiangqi: ground_truth.*" + message):
     xiangqi.xiangqi_r1(_completion("h2e2"), ground_truth)
 
 

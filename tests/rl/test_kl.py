@@ -38,3 +38,10 @@ def test_hand_values_and_clamp():
 def test_unknown_estimator_is_named():
   with pytest.raises(KeyError, match="unknown KL estimator 'full'"):
     rl.kl_penalty(jnp.zeros(2), jnp.zeros(2), "full")
+
+
+def test_verl_mse_name_is_k2():
+  # verl's kl_loss_type=mse (its name for k2) must carry over, not raise.
+  assert rl.get_kl_estimator("mse") is rl.get_kl_estimator("k2") is rl.get_kl_estimator("mse_kl")
+  np.testing.assert_allclose(rl.kl_penalty(jnp.array([0.0, -1.0]), jnp.array([-1.0, 1.0]), "mse"), [0.5, 2.0])
+  assert rl.PolicyLossConfig(beta=0.01, kl_estimator="mse").kl_estimator == "mse"

@@ -91,7 +91,7 @@ def test_loss_and_metrics_match_numpy(batch, config):
       "ratio/max": ratio[mask].max(),
       "clip_frac/low": np.mean(((a < 0) & (ratio < 1 - config.epsilon_low))[mask]),
       "clip_frac/high": np.mean(((a > 0) & (ratio > 1 + config.epsilon_high))[mask]),
-      "ppo_kl": (old - lp)[mask].mean(),
+      "ppo_kl": np.clip(old - lp, -20, 20)[mask].mean(),
       "kl": reference_kl(config.kl_estimator, lp, ref)[mask].mean(),
       "entropy": b["entropy"][mask].mean(),
       "mismatch/kl": (sampler - old)[mask].mean(),
@@ -117,6 +117,17 @@ def test_hand_computed_ppo_clip():
   got = rl.finalize_metrics(metrics)
   assert [float(got[f"clip_frac/{k}"]) * 3 for k in ("high", "dual", "low")] == pytest.approx([1, 1, 1])
   assert float(got["ratio/max"]) == pytest.approx(4.0) and float(got["ratio/min"]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("policy_loss", ["ppo_clip", "gspo"])
+def test_ppo_kl_clamps_each_token_like_verl(policy_loss):
+  # verl's vanilla loss clamps log(new / old) to [-20, 20] before its ppo_kl, so a runaway token
+  # counts 20, not 50: old - new = 50, 0.5 and -30 give (20 + 0.5 - 20) / 3.
+  config = rl.PolicyLossConfig(policy_loss=policy_loss)
+  old = jnp.array([[0.0, 0.0, 0.0]])
+  logprobs = jnp.array([[-50.0, -0.5, 30.0]])
+  _, _, metrics = rl.grpo_loss(config, logprobs, old, None, jnp.array([1.0]), jnp.ones((1, 3)))
+  assert float(rl.finalize_metrics(metrics)["ppo_kl"]) == pytest.approx((20 + 0.5 - 20) / 3)
 
 
 def test_gspo_gradient_is_sequence_ratio_times_token_mean():

@@ -1,4 +1,6 @@
 """Sampler on a tiny Qwen2.5-VL with image and video prompts vs transformers' generate (fp32)."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import pytest
 from r1jax import models
 from r1jax.models import vlm
 from r1jax.sampling import Prompt, SamplingControls, learner_inputs
+from r1jax.sampling.prompts import batch_prompts
 from tests.models.hf_fixtures import mm_token_type_ids
 from tests.sampling.helpers import CALLS, completion_log_probs, hf_greedy
 
@@ -109,3 +112,20 @@ def test_mismatched_vision_inputs_name_the_counts(vl):
   wrong = Prompt(prompt.input_ids, pixel_values=prompt.pixel_values[:8], image_grid_thw=prompt.image_grid_thw)
   with pytest.raises(ValueError, match="image pixel values have 8 patches but image_grid_thw describes 16"):
     vl.sampler(vl.params, [wrong], key=jax.random.key(0))
+
+
+def test_prefill_names_the_row_whose_image_tokens_disagree_with_its_grid(vl):
+  # A prompt batch built elsewhere (not by `batch_prompts`, which checks each prompt): one image
+  # pad token moved from row 1 to row 0 keeps the batch's totals, so only a per-row check sees it.
+  # The jitted prefill would clip the scatter index and run on the wrong features without a word.
+  config = vl.model.config
+  rng = np.random.default_rng(3)
+  prompts = [_vision_prompt(config, rng, "image", (1, 4, 4), 3, 4), _vision_prompt(config, rng, "image", (1, 4, 6), 2, 3)]
+  batch = batch_prompts(prompts, config, pad_id=vl.sampler.pad_id)
+  ids = batch.input_ids.copy()
+  ids[0, -1] = config.image_token_id  # was text
+  ids[1, np.flatnonzero(ids[1] == config.image_token_id)[0]] = 5
+  moved = dataclasses.replace(batch, input_ids=ids)
+  with pytest.raises(ValueError, match=r"row 0: image features and image tokens do not match: input_ids hold 5 "
+                                       r"<\|image_pad\|> tokens .* but the image inputs give 4 features"):
+    vl.sampler(vl.params, moved, key=jax.random.key(0), num_samples=GROUP, controls=GREEDY)

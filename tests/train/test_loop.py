@@ -12,12 +12,13 @@ from experiments import hooks as hooks_lib
 from experiments.configs import letters_grpo
 from r1jax import checkpoint, models, train
 from r1jax.checkpoint import Checkpointer
+from r1jax.train import optim
 from r1jax.train.writer import read_metrics
 
 
 def _config(workdir, rl=None, **train_overrides):
   config = letters_grpo.get_config()
-  config.train.update(dict(progress_bar=False, async_checkpoints=False, export_hf=False, **train_overrides))
+  config.train.update({"progress_bar": False, "async_checkpoints": False, "export_hf": False, **train_overrides})
   config.rl.update(rl or {})
   hooks_lib.prepare(config, str(workdir))
   return config
@@ -28,6 +29,7 @@ def test_grpo_raises_the_reward(tmp_path):
   train.run(config, str(tmp_path), hooks_lib.data_hooks(config))
   rewards = [r["reward/mean"] for r in read_metrics(str(tmp_path)) if "reward/mean" in r]
   assert len(rewards) == 40 and np.all(np.isfinite(rewards))
+  assert read_metrics(str(tmp_path))[-1]["data/examples"] >= 40 * config.data.batch_size  # the pipeline's counts
   first, last = np.mean(rewards[:8]), np.mean(rewards[-8:])
   assert last > first + 0.1, (first, last)
   assert os.path.isfile(tmp_path / "curves.png")
@@ -50,10 +52,32 @@ class _StopAfter:
 
 
 def _final_params(workdir, config):
+  """(latest step, {"params": ...} restored from `workdir/checkpoints`)."""
   model = models.build_model(models.config_from_hf(config.model.hf_config.to_dict()))
   step = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False).latest_step()
-  return step, checkpoint.restore_params(os.path.join(workdir, "checkpoints"),
-                                         flax.linen.unbox(models.abstract_params(model)))
+  params = checkpoint.restore_params(os.path.join(workdir, "checkpoints"),
+                                     flax.linen.unbox(models.abstract_params(model)))
+  assert all(isinstance(leaf, (jax.Array, np.ndarray)) for leaf in jax.tree_util.tree_leaves(params))  # values
+  return step, params
+
+
+def _assert_same_params(a, b):
+  """Equal trees, checked so that the check itself is shown to catch one perturbed value."""
+  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+  leaves, treedef = jax.tree_util.tree_flatten(b)
+  changed = np.array(leaves[0])
+  changed.flat[0] += 1e-3
+  perturbed = jax.tree_util.tree_unflatten(treedef, [changed] + leaves[1:])
+  with pytest.raises(AssertionError):
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, perturbed)
+
+
+def test_restoring_params_that_the_checkpoint_lacks_is_an_error(tmp_path):
+  config = _config(tmp_path, steps=1, checkpoint_every=1)
+  train.run(config, str(tmp_path), hooks_lib.data_hooks(config))
+  model = models.build_model(models.config_from_hf(dict(config.model.hf_config.to_dict(), num_hidden_layers=3)))
+  with pytest.raises(ValueError, match=r"does not hold \d+ of the requested parameters.*layers_2"):
+    checkpoint.restore_params(str(tmp_path / "checkpoints"), flax.linen.unbox(models.abstract_params(model)))
 
 
 # The second case keeps a KL reference and recomputes old log-probs (2 passes x 2 mini-batches):
@@ -61,25 +85,39 @@ def _final_params(workdir, config):
 @pytest.mark.parametrize("rl", [{}, {"beta": 0.05, "num_iterations": 2, "mini_batches": 2}])
 def test_resume_is_exact(tmp_path, rl):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-  config = _config(straight, rl, steps=4, checkpoint_every=1)
+  config = _config(straight, rl, steps=4, checkpoint_every=2)
   train.run(config, str(straight), hooks_lib.data_hooks(config))
 
-  config = _config(resumed, rl, steps=4, checkpoint_every=1)
+  # Preempted during step 4, after step 3 was logged but not saved: the resume re-runs step 3.
+  config = _config(resumed, rl, steps=4, checkpoint_every=2)
   hooks = hooks_lib.data_hooks(config)
-  preempted = train.DataHooks(prompt_iterator=lambda c, t: _StopAfter(hooks.prompt_iterator(c, t), 2))
+  preempted = train.DataHooks(prompt_iterator=lambda c, t: _StopAfter(hooks.prompt_iterator(c, t), 3))
   with pytest.raises(KeyboardInterrupt):
     train.run(config, str(resumed), preempted)
   assert Checkpointer(str(resumed / "checkpoints"), async_save=False).latest_step() == 2
+  assert [r["step"] for r in read_metrics(str(resumed))] == [1, 2, 3]
   train.run(config, str(resumed), hooks)
 
-  def by_step(workdir):
-    return {r["step"]: {k: v for k, v in r.items() if not k.startswith("perf/")} for r in read_metrics(str(workdir))}
+  def records(workdir):  # in order, so a re-run step logged twice would show
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in read_metrics(str(workdir))]
 
-  assert by_step(straight) == by_step(resumed)
+  assert [r["step"] for r in records(resumed)] == [1, 2, 3, 4]
+  assert records(straight) == records(resumed)
   step_a, params_a = _final_params(str(straight), config)
   step_b, params_b = _final_params(str(resumed), config)
   assert step_a == step_b == 4
-  jax.tree_util.tree_map(np.testing.assert_array_equal, params_a, params_b)
+  _assert_same_params(params_a, params_b)
+
+
+def test_init_from_a_checkpoints_folder_starts_from_its_params(tmp_path):
+  first, second = tmp_path / "first", tmp_path / "second"
+  config = _config(first, steps=2, checkpoint_every=1)
+  train.run(config, str(first), hooks_lib.data_hooks(config))
+  config = _config(second, steps=1, checkpoint_every=1)
+  config.init_from = str(first / "checkpoints")
+  config.optim.learning_rate = 0.0  # the run keeps its initial params
+  train.run(config, str(second), hooks_lib.data_hooks(config))
+  _assert_same_params(_final_params(str(first), config)[1], _final_params(str(second), config)[1])
 
 
 def test_sft_lowers_loss_and_its_export_starts_grpo(tmp_path):
@@ -96,3 +134,42 @@ def test_sft_lowers_loss_and_its_export_starts_grpo(tmp_path):
   with open(tmp_path / "grpo" / "config.json") as f:
     assert json.load(f)["init_from"] == str(tmp_path / "sft" / "hf")
   assert len(read_metrics(str(tmp_path / "grpo"))) == 2
+
+
+def test_later_stages_chain_from_the_previous_stage_even_when_the_base_sets_init_from(tmp_path):
+  base = tmp_path / "base"
+  config = _config(base, steps=1, export_hf=True)
+  train.run(config, str(base), hooks_lib.data_hooks(config))
+  workdir = tmp_path / "run"
+  config = _config(workdir)
+  config.init_from = str(base / "hf")
+  sft = {"stage": "sft", "data": {"batch_size": 8}}
+  sft_train = {"export_hf": True, "checkpoint_every": 1}
+  config.stages = ml_collections.ConfigDict({
+      "sft1": dict(sft, optim={"learning_rate": 3e-3, "schedule": "constant"}, train=dict(sft_train, steps=3)),
+      "sft2": dict(sft, optim={"learning_rate": 0.0}, train=dict(sft_train, steps=1)),  # keeps what it starts from
+      "grpo": {"train": {"steps": 1}},
+  })
+  config.stage_order = ("sft1", "sft2", "grpo")
+  train.run(config, str(workdir), hooks_lib.data_hooks(config))
+  init_from = {}
+  for stage in ("sft1", "sft2", "grpo"):
+    with open(workdir / stage / "config.json") as f:
+      init_from[stage] = json.load(f)["init_from"]
+  assert init_from == {"sft1": str(base / "hf"), "sft2": str(workdir / "sft1" / "hf"),
+                       "grpo": str(workdir / "sft2" / "hf")}
+  sft1, sft2 = (_final_params(str(workdir / s), config)[1] for s in ("sft1", "sft2"))
+  _assert_same_params(sft1, sft2)  # stage 2 started from stage 1's final params
+  base_model, base_params = models.load_pretrained(str(base / "hf"))
+  assert not np.allclose(jax.tree_util.tree_leaves(base_params)[0], jax.tree_util.tree_leaves(sft1)[0])
+
+
+def test_learning_rate_schedule_counts_every_optimizer_update(tmp_path):
+  """mu = 2 passes x 2 mini-batches = 4 updates per step: the cosine schedule spans 4 x steps updates."""
+  config = _config(tmp_path, {"num_iterations": 2, "mini_batches": 2}, steps=4)
+  config.optim.update(warmup_steps=0, schedule="cosine", end_lr_ratio=0.0)
+  train.run(config, str(tmp_path), hooks_lib.data_hooks(config))
+  lrs = [r["optim/lr"] for r in read_metrics(str(tmp_path)) if "optim/lr" in r]
+  schedule = optim.learning_rate_schedule(config.optim, 16)
+  np.testing.assert_allclose(lrs, [float(schedule(4 * step - 1)) for step in (1, 2, 3, 4)], rtol=1e-6)
+  assert lrs[-1] > 0 and all(a > b for a, b in zip(lrs, lrs[1:]))  # the floor is not reached early

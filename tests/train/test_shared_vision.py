@@ -34,7 +34,7 @@ def _rows(group: int):
     prompts.append((np.array(ids, np.int32), images))
   length = max(len(ids) for ids, _ in prompts)
   batch = {"input_ids": [], "attention_mask": [], "pixel_values": [], "image_grid_thw": [], "image_counts": [],
-           "prompt_index": []}
+           "prompt_id": []}
   for index, (ids, images) in enumerate(prompts):
     for _ in range(group):
       batch["input_ids"].append(np.pad(ids, (length - len(ids), 0)))
@@ -42,7 +42,7 @@ def _rows(group: int):
       batch["pixel_values"].append(images.pixel_values)
       batch["image_grid_thw"].append(images.grid_thw)
       batch["image_counts"].append(len(images.grid_thw))
-      batch["prompt_index"].append(index)
+      batch["prompt_id"].append(index)
   return {k: np.concatenate(v) if k in ("pixel_values", "image_grid_thw") else np.asarray(v)
           for k, v in batch.items()}
 
@@ -56,7 +56,7 @@ def test_shared_vision_equals_per_row_vision_in_outputs_and_gradients():
   assert len(shared["image_embed_index"]) == sum(int(np.prod(g)) // 4 for g in batch["image_grid_thw"])
 
   def device(b):
-    b = builder.device_vision({k: v for k, v in b.items() if k not in ("prompt_index", "image_counts")})
+    b = builder.device_vision({k: v for k, v in b.items() if k not in ("prompt_id", "image_counts")})
     return {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in b.items()}
 
   weights = jax.random.normal(jax.random.PRNGKey(1), (6, batch["input_ids"].shape[1], 128))
@@ -65,7 +65,7 @@ def test_shared_vision_equals_per_row_vision_in_outputs_and_gradients():
     return jnp.sum(learner.hidden_states(model, p, b) * weights)
 
   per_row, per_row_grads = jax.value_and_grad(loss)(params, device({k: v for k, v in batch.items()
-                                                                     if k != "prompt_index"}))
+                                                                     if k != "prompt_id"}))
   once, once_grads = jax.value_and_grad(loss)(params, device(shared))
   np.testing.assert_allclose(once, per_row, rtol=1e-5)
   for a, b in zip(jax.tree_util.tree_leaves(once_grads), jax.tree_util.tree_leaves(per_row_grads)):
