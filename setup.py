@@ -39,6 +39,7 @@ setuptools.setup(
     ],
     extras_require={
         # torch is the parity reference only; pinned so pip takes the CPU wheel.
-        "test": ["pytest", "hypothesis", "torch==2.13.0", "nbclient", "nbformat", "ipykernel"],
+        # ipywidgets: tqdm.auto in the notebook renders a widget instead of warning "IProgress not found".
+        "test": ["pytest", "hypothesis", "torch==2.13.0", "nbclient", "nbformat", "ipykernel", "ipywidgets"],
     },
 )

@@ -129,7 +129,7 @@ def _references(ground_truth: Mapping[str, Any]) -> list[str]:
   return [str(ref) for ref in schema.answer_values("three_d_r1", answer)]
 
 
-@register("three_d_r1")
+@register("three_d_r1", judges=("embedder",))  # the trainer builds it from config.reward.text_embedder
 def three_d_r1(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
   """Scores one 3D-R1 completion (see the module docstring); total in [-0.3, 1]."""
   text = completion if isinstance(completion, str) else ""

@@ -138,6 +138,8 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.logical_rules(dict(config.mesh.rules) if config.mesh.rules else None)
   # Placement needs only the mesh; the models' activation constraints need the context below.
+  _log.info("stage %s: building the policy (%s) and its tokenizer on a %s mesh", name,
+            f"from {config.init_from}" if config.init_from else "random init", dict(mesh.shape))
   model, params, tokenizer = build_policy(config, mesh, rules)
   with sharding.use_mesh(mesh, rules):
     total_steps = config.train.steps
@@ -164,6 +166,8 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
       counters = extra["counters"]
       _log.info("resumed stage %s at step %d from %s", name, int(state.step), ckpt.directory)
 
+    _log.info("stage %s: training from step %d to %d; the first step compiles the sampler and the learner",
+              name, int(state.step), total_steps)
     writer = MetricWriter(stage_dir, total_steps=total_steps, initial_step=int(state.step),
                           progress_bar=config.train.progress_bar, name=name)
     updater = _Updater(config, model, mesh, rules, tx)

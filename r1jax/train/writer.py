@@ -10,10 +10,13 @@ import json
 import logging
 import math
 import os
+import shutil
 from typing import Mapping
 
 import jax
 import numpy as np
+
+from r1jax.errors import RunStoppedError
 
 _log = logging.getLogger(__name__)
 PROGRESS_KEYS = (("reward", "reward/mean"), ("kl", "kl"), ("len", "response_length/mean"), ("nll", "sft/nll"),
@@ -44,8 +47,8 @@ class MetricWriter:
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in scalars.items()}
-    with open(self.jsonl_path, "a", encoding="utf-8") as f:
-      f.write(json.dumps({"step": step, **{k: (v if math.isfinite(v) else None) for k, v in clean.items()}}) + "\n")
+    _append_line(self.jsonl_path,
+                 json.dumps({"step": step, **{k: (v if math.isfinite(v) else None) for k, v in clean.items()}}))
     for key, value in clean.items():
       if math.isfinite(value):
         self._tb.add_scalar(key, value, step)
@@ -62,8 +65,8 @@ class MetricWriter:
     error) to `samples.jsonl`; values JSON cannot hold are written as their repr."""
     if not self.enabled or not samples:
       return
-    with open(os.path.join(self.workdir, "samples.jsonl"), "a", encoding="utf-8") as f:
-      f.write(json.dumps({"step": step, "samples": list(samples)}, default=repr) + "\n")
+    _append_line(os.path.join(self.workdir, "samples.jsonl"),
+                 json.dumps({"step": step, "samples": list(samples)}, default=repr))
 
   def close(self) -> None:
     if self._tb is not None:
@@ -73,6 +76,25 @@ class MetricWriter:
         _log.warning("could not flush the TensorBoard events in %s: %s", self.workdir, e)
     if self._bar is not None:
       self._bar.close()
+
+
+class MetricsWriteError(RunStoppedError):
+  """A metrics file could not be written (e.g. the disk is full)."""
+
+
+def _append_line(path: str, line: str) -> None:
+  """Appends `line` + newline whole or not at all: a failed write (a full disk) is cut back, so
+  the file stays valid JSONL, and stops the run naming the file and the free space."""
+  size = os.path.getsize(path) if os.path.exists(path) else 0
+  try:
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(line + "\n")
+  except OSError as e:
+    with open(path, "r+b") as f:
+      f.truncate(size)
+    free = shutil.disk_usage(os.path.dirname(path) or ".").free
+    raise MetricsWriteError(f"writing {path} failed: {e}; {free / 2**20:.1f} MiB are free there. Free space and "
+                            "re-run the same command to resume from the last checkpoint.") from e
 
 
 def _drop_records_after(path: str, step: int) -> None:

@@ -224,6 +224,7 @@ def test_a_required_judge_that_is_missing_stops_the_run_at_start_up(tmp_path):
     startup.judge_context("test_needs_oracle", config)
   oracle = object()
   assert startup.judge_context("test_needs_oracle", config, provided={"oracle": oracle}) == {"oracle": oracle}
+  assert base.required_judges("three_d_r1") == ("embedder",)  # 3D-R1's semantic term needs its embedder
 
 
 def test_old_and_reference_logprobs_run_in_the_updates_micro_batches(tmp_path, monkeypatch):
