@@ -68,11 +68,6 @@ def test_groups_of_different_rounds_are_scored_with_their_own_images():
   assert rollout.metrics["rollout/rounds"] == 2
   assert [t["round"] for t in batch["ground_truth"][::GROUP]] == [0, 1]
 
-  # The learner keeps one copy of each kept prompt's pixels, and they are different images.
-  shared = builder.shared_vision(batch)
-  first, second = np.split(shared["pixel_values"], 2)
-  assert len(shared["pixel_values"]) == len(batch["pixel_values"]) // GROUP and not np.allclose(first, second)
-
   mesh = sharding.make_mesh(config.mesh)
   with sharding.use_mesh(mesh, sharding.logical_rules()):
     updater = _Updater(config, model, mesh, sharding.logical_rules(), tx=None)
@@ -81,3 +76,8 @@ def test_groups_of_different_rounds_are_scored_with_their_own_images():
   mask = batch["completion_mask"].astype(bool)
   mismatch = np.abs(learner_logprobs - batch["sampler_logprobs"])[mask]
   assert mask.sum() > 0 and mismatch.max() < 1e-5, mismatch.max()
+
+  # The learner keeps one copy of each kept prompt's pixels, and they are different images.
+  shared = builder.shared_vision(batch)
+  first, second = np.split(shared["pixel_values"], 2)
+  assert len(shared["pixel_values"]) == len(batch["pixel_values"]) // GROUP and not np.allclose(first, second)
