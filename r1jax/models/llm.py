@@ -144,6 +144,43 @@ def shared_prefix_decode_attention(q: Array, k: Array, v: Array, mask: Array, pr
   return out.reshape(rows, 1, heads, head_dim).astype(dtype)
 
 
+def shared_prefix_chunk_attention(q: Array, k: Array, v: Array, mask: Array,
+                                  prefix: tuple[Array, Array, Array]) -> Array:
+  """Attention of several new tokens per row over a shared prompt prefix and the row's own slots.
+
+  The chunked prefill of a continuation (`Sampler.extend`): every query sees its prompt's whole
+  visible prefix (the prefix precedes all own slots) and the own slots `mask` allows. The prefix
+  is read per prompt for the G rows that share it, never copied per row.
+
+  Args:
+    q: [rows, q_len, heads, head_dim]; k, v: [rows, cache_len, kv_heads, head_dim] own slots;
+      mask: bool [rows, q_len, cache_len] (causal over own slots and valid).
+    prefix: (keys, values) [prompts, kv_heads, prefix_len, head_dim] and mask bool [prompts,
+      prefix_len]; rows = prompts * group, prompt-major. A query with no visible slot outputs zeros.
+  """
+  prefix_k, prefix_v, prefix_mask = prefix
+  rows, q_len, heads, head_dim = q.shape
+  prompts, kv_heads = prefix_k.shape[:2]
+  group, per_kv, dtype = rows // prompts, heads // kv_heads, q.dtype
+  q = q.astype(jnp.float32).reshape(prompts, group, q_len, kv_heads, per_kv, head_dim) * head_dim**-0.5
+  prefix_scores = jnp.einsum("pgtkhd,pksd->pgtkhs", q, prefix_k.astype(jnp.float32))
+  own_scores = jnp.einsum("rtkhd,rskd->rtkhs", q.reshape(rows, q_len, kv_heads, per_kv, head_dim),
+                          k.astype(jnp.float32))
+  prefix_visible = prefix_mask.astype(bool)[:, None, None, None, None, :]
+  own_visible = mask.astype(bool)[:, :, None, None, :]
+  lowest = jnp.finfo(jnp.float32).min
+  top = jnp.maximum(
+      jnp.max(jnp.where(prefix_visible, prefix_scores, lowest), axis=-1).reshape(rows, q_len, kv_heads, per_kv),
+      jnp.max(jnp.where(own_visible, own_scores, lowest), axis=-1))
+  prefix_weights = jnp.where(prefix_visible, jnp.exp(prefix_scores - top.reshape(prefix_scores.shape[:-1])[..., None]), 0.0)
+  own_weights = jnp.where(own_visible, jnp.exp(own_scores - top[..., None]), 0.0)
+  total = prefix_weights.sum(-1).reshape(top.shape) + own_weights.sum(-1)
+  out = (jnp.einsum("pgtkhs,pksd->pgtkhd", prefix_weights, prefix_v.astype(jnp.float32)).reshape(
+      rows, q_len, kv_heads, per_kv, head_dim) + jnp.einsum("rtkhs,rskd->rtkhd", own_weights, v.astype(jnp.float32)))
+  out = out / jnp.where(total > 0, total, 1.0)[..., None]
+  return out.reshape(rows, q_len, heads, head_dim).astype(dtype)
+
+
 def attention_visibility(attention_mask: Array, q_len: int, cache_index: Array) -> Array:
   """[batch, q_len, kv_len] bool: causal over cache slots AND the key slot is valid."""
   kv_len = attention_mask.shape[1]
@@ -181,10 +218,10 @@ class Attention(nn.Module):
       k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache_index, 0, 0))
       v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache_index, 0, 0))
       layer_cache = (k, v)
-    if prefix:
-      if q.shape[1] != 1:
-        raise ValueError(f"a shared-prefix cache decodes one token per row, got {q.shape[1]}")
+    if prefix and q.shape[1] == 1:
       out = shared_prefix_decode_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, (*prefix, prefix_mask))
+    elif prefix:
+      out = shared_prefix_chunk_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, (*prefix, prefix_mask))
     else:
       attend = decode_attention if layer_cache is not None and q.shape[1] == 1 else dot_product_attention
       out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)

@@ -12,6 +12,7 @@ Conventions (shared by the sampler and the learner, so their log-probs agree):
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,8 @@ class SampleOutput:
     logprobs: float32 [B*G, max_new]: log p(token) under softmax(logits / temperature) over the
       full vocabulary (greedy rows too); 0 after the end.
     lengths: int32 [B*G]: completion tokens, the stop token included.
-    finished: bool [B*G]: the row emitted a stop token.
+    finished: bool [B*G]: the row emitted a stop token (or did not decode this turn: after
+      `Sampler.extend`, rows whose episode ended have length 0 and count as finished).
     truncated: bool [B*G]: the row hit max_new_tokens without a stop token (= ~finished).
     entropy: float32 [B*G, max_new] entropy of softmax(logits / temperature), 0 after the end;
       None unless requested.
@@ -37,6 +39,8 @@ class SampleOutput:
     num_samples: G.
     pad_id: the id written after the end of each completion (and left of each prompt).
     temperature: the temperature of `logprobs`.
+    continuation: with `decode(..., keep_cache=True)`, the `sampler.Continuation` that lets the
+      rows continue after an observation; else None.
   """
 
   tokens: jax.Array
@@ -49,6 +53,7 @@ class SampleOutput:
   num_samples: int
   pad_id: int
   temperature: float
+  continuation: Any = None
 
   @property
   def completion_mask(self) -> jax.Array:

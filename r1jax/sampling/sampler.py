@@ -50,7 +50,7 @@ from r1jax.models.vision import vision_grid
 from r1jax.sampling import selection
 from r1jax.sampling.controls import SamplingControls, StaticControls
 from r1jax.sampling.outputs import SampleOutput
-from r1jax.sampling.prompts import PromptBatch, as_prompt, batch_prompts, bucket_length
+from r1jax.sampling.prompts import Prompt, PromptBatch, as_prompt, batch_prompts, bucket_length
 
 Array = jax.Array
 _log = logging.getLogger(__name__)
@@ -79,7 +79,10 @@ class Prefilled:
       "v" per layer [B*G, S, kv_heads, head_dim] (stacked over layers for scanned models), rows
       prompt-major; S = the first decode phase's slots (`decode_phases`).
     state: logits [B*G, vocab] of the first completion token, start_positions [B*G] (position
-      of completion token 0).
+      of completion token 0), own_mask bool [B*G, slot_base]: the own slots before this turn
+      that hold a row's tokens (none on a first turn; `extend` sets them), finished bool [B*G]:
+      rows that do not decode this turn (they emit only padding).
+    slot_base: the own slot of completion token 0 (0 on a first turn).
   """
 
   prompts: PromptBatch
@@ -87,6 +90,31 @@ class Prefilled:
   max_new_tokens: int
   cache: Any
   state: dict
+  slot_base: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Continuation:
+  """A decoded turn whose rows can continue after an observation (`Sampler.extend`).
+
+  Attributes:
+    prompts, num_samples: as `Prefilled` (the shared prompt prefix stays in the cache).
+    cache: the shared prefix and the rows' own slots [B*G, slots, kv_heads, head_dim] per layer.
+    own_mask: bool [B*G, slots]: own slots that hold a token of the row (earlier turns, their
+      observations, this turn's fed tokens); padding and slots after a row's end are False.
+    last_tokens: int32 [B*G]: each row's last sampled token, not yet in the cache (the decode
+      loop never feeds the token it chose last); pad for rows that did not decode this turn.
+    next_positions: int32 [B*G]: the position that last token gets (all M-RoPE axes).
+    decoded: bool [B*G]: rows that sampled at least one token this turn.
+  """
+
+  prompts: PromptBatch
+  num_samples: int
+  cache: Any
+  own_mask: np.ndarray
+  last_tokens: np.ndarray
+  next_positions: np.ndarray
+  decoded: np.ndarray
 
 
 def _language_model(module: nn.Module) -> nn.Module:
@@ -224,8 +252,11 @@ class Sampler:
     return Prefilled(batch, num_samples, max_new_tokens, cache, state)
 
   def decode(self, params, prefilled: Prefilled, *, key: Array, controls: SamplingControls,
-             stop_token_ids: Sequence[Sequence[int]] | None = None) -> SampleOutput:
-    """Runs the decode loop from a `prefill` (whose cache it consumes); arguments as `__call__`."""
+             stop_token_ids: Sequence[Sequence[int]] | None = None,
+             keep_cache: bool = False) -> SampleOutput:
+    """Runs the decode loop from a `prefill` or an `extend` (whose cache it consumes); arguments
+    as `__call__`. `keep_cache`: the output's `continuation` lets the rows continue after an
+    observation (`extend`)."""
     if controls.max_new_tokens != prefilled.max_new_tokens:
       raise ValueError(f"controls.max_new_tokens={controls.max_new_tokens} differs from the "
                        f"max_new_tokens={prefilled.max_new_tokens} the cache was prefilled for")
@@ -240,13 +271,125 @@ class Sampler:
         key_extra=(static, self.max_decode_phases), donate_argnums=(1,) if len(phases) == 1 else (),
         description=f"rows={stop_ids.shape[0]} cache_len={batch.length + static.max_new_tokens} phases={phases} "
                     f"{static}")
-    outputs, _ = decode(params, prefilled.cache, prefilled.state, *args)
+    outputs, cache = decode(params, prefilled.cache, prefilled.state, *args)
     if self.spans_processes:
       outputs = [None if x is None else sharding.process_rows(x, self.mesh, self.rules) for x in outputs]
     tokens, logprobs, lengths, finished, entropy = outputs
-    return SampleOutput(tokens=tokens, logprobs=logprobs, lengths=lengths, finished=finished, truncated=~finished,
-                        entropy=entropy, prompts=batch, num_samples=prefilled.num_samples, pad_id=self.pad_id,
-                        temperature=controls.temperature)
+    continuation = self._continuation(prefilled, cache, tokens, lengths) if keep_cache else None
+    return SampleOutput(tokens=tokens, logprobs=logprobs, lengths=lengths, finished=finished,
+                        truncated=~finished, entropy=entropy, prompts=batch,
+                        num_samples=prefilled.num_samples, pad_id=self.pad_id, temperature=controls.temperature,
+                        continuation=continuation)
+
+  def extend(self, params, continuation: Continuation, observations: Sequence[Any | None], *,
+             max_new_tokens: int) -> Prefilled:
+    """Appends an observation to each continuing row's cache, ready for the next `decode`.
+
+    A chunked prefill of the deltas: row r's last sampled token then `observations[r]` (a
+    `Prompt`: token ids, with the vision inputs of the placeholders they hold, e.g. a video
+    clip), right-aligned in new own slots so that every row's next token sits in the same
+    slot. Positions continue the row's own (after its gap of unused slots): text tokens one by
+    one, vision runs by `vlm.get_rope_index` (M-RoPE), so a row's positions are those of one
+    no-cache forward over its whole trajectory. The shared prompt prefix is read, not copied.
+
+    Args:
+      continuation: `decode(..., keep_cache=True).continuation`.
+      observations: one per row (B*G, prompt-major): a `Prompt` (or token ids) for a row that
+        continues, None for a row whose episode has ended (it decodes nothing).
+      max_new_tokens: the next turn's completion budget.
+    """
+    if self.spans_processes:
+      raise NotImplementedError("Sampler.extend does not support a mesh spanning processes yet: continue "
+                                "episodes on a single-process mesh")
+    rows = len(continuation.last_tokens)
+    if len(observations) != rows:
+      raise ValueError(f"extend got {len(observations)} observations for {rows} rows (one per row, None to stop)")
+    deltas, positions, active = [], [], np.zeros(rows, bool)
+    for row, observation in enumerate(observations):
+      if observation is None:
+        deltas.append(None)
+        positions.append(None)
+        continue
+      if not continuation.decoded[row]:
+        raise ValueError(f"row {row} gets an observation but sampled no token in the last turn (its episode ended)")
+      observation = as_prompt(observation)
+      ids = np.concatenate([[continuation.last_tokens[row]], observation.input_ids]).astype(np.int32)
+      deltas.append(dataclasses.replace(observation, input_ids=ids))
+      positions.append(self._delta_positions(deltas[-1], int(continuation.next_positions[row])))
+      active[row] = True
+    if not active.any():
+      raise ValueError("extend got no observation: every row's episode has ended")
+    width = bucket_length(max(len(d.input_ids) for d in deltas if d is not None), self.buckets, "observation")
+    ids = np.full((rows, width), self.pad_id, np.int32)
+    mask = np.zeros((rows, width), bool)
+    pos = np.zeros((3 if self.config.is_multimodal else 1, rows, width), np.int32)
+    for row, delta in enumerate(deltas):
+      if delta is not None:
+        n = len(delta.input_ids)
+        ids[row, width - n:], mask[row, width - n:], pos[:, row, width - n:] = delta.input_ids, True, positions[row]
+    start = np.where(active, pos.max(axis=(0, 2)) + 1, 0).astype(np.int32)
+    vision = self._delta_vision([d for d in deltas if d is not None], ids[active]) if self.config.is_multimodal else ()
+    first_phase = decode_phases(max_new_tokens, self.max_decode_phases)[0]
+    args = (self._put(ids, 0), self._put(mask, 0), self._put(pos if self.config.is_multimodal else pos[0], 1 if
+                                                             self.config.is_multimodal else 0),
+            self._put(continuation.own_mask, 0), self._put(start, 0), self._put(~active, 0), *vision)
+    extend = self._executable(
+        "extend", functools.partial(self._extend, first_phase=first_phase), (params, continuation.cache, *args),
+        key_extra=(first_phase,),
+        description=f"rows={rows} slots={continuation.own_mask.shape[1]} observation_bucket={width} "
+                    f"max_new_tokens={max_new_tokens}")
+    cache, state = extend(params, continuation.cache, *args)
+    return Prefilled(continuation.prompts, continuation.num_samples, max_new_tokens, cache, state,
+                     slot_base=continuation.own_mask.shape[1] + width)
+
+  # ------------------------------------------------------------------ continuation (host side)
+
+  def _continuation(self, prefilled: Prefilled, cache, tokens, lengths) -> Continuation:
+    """The state `extend` needs after a decode: which own slots hold tokens, each row's last token."""
+    lengths = np.asarray(lengths)
+    tokens = np.asarray(tokens)
+    max_new = tokens.shape[1]
+    fed = np.arange(max_new)[None, :] < (lengths - 1)[:, None]  # the loop feeds all but the last chosen token
+    own_mask = np.concatenate([np.asarray(prefilled.state["own_mask"]), fed], axis=1)
+    last = np.where(lengths > 0, tokens[np.arange(len(tokens)), np.maximum(lengths - 1, 0)], self.pad_id)
+    start = np.asarray(prefilled.state["start_positions"])
+    return Continuation(prefilled.prompts, prefilled.num_samples, cache, own_mask, last.astype(np.int32),
+                        (start + np.maximum(lengths - 1, 0)).astype(np.int32), lengths > 0)
+
+  def _delta_positions(self, delta: Prompt, first: int) -> np.ndarray:
+    """int [axes, n]: positions of a delta's tokens starting at `first` (M-RoPE for vision runs).
+
+    get_rope_index positions a sequence from 0 and every later token relative to the ones
+    before, so the delta's positions in the whole trajectory are its own shifted by `first`.
+    """
+    n = len(delta.input_ids)
+    if not self.config.is_multimodal:
+      return (first + np.arange(n))[None]
+    positions, _ = vlm.get_rope_index(self.config, delta.input_ids[None], delta.image_grid_thw, delta.video_grid_thw,
+                                      delta.second_per_grid_ts)
+    return positions[:, 0] + first
+
+  def _delta_vision(self, deltas: list, ids: np.ndarray) -> tuple:
+    """The packed vision inputs of the continuing rows' deltas, in row order, placed on the mesh."""
+    vision = []
+    for pixels_name, grid_name in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+      grids = [getattr(d, grid_name) for d in deltas]
+      counts = [0 if g is None else len(g) for g in grids]
+      if not sum(counts):
+        vision += [None, None]
+        continue
+      pixels = np.concatenate([getattr(d, pixels_name) for d in deltas if getattr(d, grid_name) is not None])
+      grid = np.concatenate([g for g in grids if g is not None])
+      vision += [self._put(pixels.astype(np.float32), None),
+                 jax.tree.map(lambda x: self._put(x, None), vision_grid(self.config.vision, grid))]
+    image_grids = [d.image_grid_thw for d in deltas]
+    video_grids = [d.video_grid_thw for d in deltas]
+    vlm.check_row_feature_counts(
+        self.config, ids, *(np.concatenate([g for g in grids if g is not None]) if any(g is not None for g in grids)
+                            else None for grids in (image_grids, video_grids)),
+        np.array([0 if g is None else len(g) for g in image_grids]),
+        np.array([0 if g is None else len(g) for g in video_grids]))
+    return tuple(vision)
 
   # ------------------------------------------------------------------ host-side inputs
 
@@ -386,7 +529,34 @@ class Sampler:
     cache = with_shared_prefix(own, prefix, attention_mask)
     repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
     state = {"logits": constrain(repeat(logits), ("act_batch", "act_vocab")),
-             "start_positions": constrain(repeat(length + decode_deltas).astype(jnp.int32), ("act_batch",))}
+             "start_positions": constrain(repeat(length + decode_deltas).astype(jnp.int32), ("act_batch",)),
+             "own_mask": jnp.zeros((batch * num_samples, 0), bool),
+             "finished": jnp.zeros((batch * num_samples,), bool)}
+    return cache, state
+
+  def _extend(self, params, cache, input_ids, delta_mask, positions, own_mask, start_positions, finished,
+              pixel_values=None, image_grid=None, pixel_values_videos=None, video_grid=None, *, first_phase: int):
+    """Observation deltas [rows, D] -> (decode cache, decode state) continuing every row (see `extend`)."""
+    rows, width = input_ids.shape
+    slots = own_mask.shape[1]
+    cache = _grow(cache, width + first_phase)
+    attention_mask = jnp.concatenate([own_mask, delta_mask, jnp.zeros((rows, first_phase), bool)], axis=1)
+
+    def forward(module):
+      if pixel_values is None and pixel_values_videos is None:
+        hidden, new_cache = _language_model(module)(input_ids, positions=positions, attention_mask=attention_mask,
+                                                    cache=cache, cache_index=slots, return_hidden=True)
+      else:
+        image_embeds = None if pixel_values is None else module.encode_vision(pixel_values, image_grid)
+        video_embeds = None if pixel_values_videos is None else module.encode_vision(pixel_values_videos, video_grid)
+        hidden, new_cache = module(input_ids, attention_mask=attention_mask, positions=positions,
+                                   image_embeds=image_embeds, video_embeds=video_embeds, cache=cache,
+                                   cache_index=slots, return_hidden=True)
+      return _language_model(module).logits(hidden[:, -1:])[:, 0], new_cache
+
+    logits, cache = self.model.apply(params, method=forward)
+    state = {"logits": constrain(logits, ("act_batch", "act_vocab")), "start_positions": start_positions,
+             "own_mask": jnp.concatenate([own_mask, delta_mask], axis=1), "finished": finished}
     return cache, state
 
   def _decode(self, params, cache, state, key, temperature, top_p, stop_ids, forbidden, *, static: StaticControls):
@@ -395,8 +565,8 @@ class Sampler:
     Loop invariant: `t` completion tokens have been chosen; step t feeds token t - 1 at own
     cache slot t - 1 and chooses token t from the logits it returns.
     """
-    logits, start = state["logits"], state["start_positions"]
-    rows, max_new = logits.shape[0], static.max_new_tokens
+    logits, start, base_mask = state["logits"], state["start_positions"], state["own_mask"]
+    rows, max_new, slot_base = logits.shape[0], static.max_new_tokens, state["own_mask"].shape[1]
 
     def choose(t, logits, outputs):
       tokens, logprobs, entropy, lengths, finished = outputs
@@ -415,7 +585,7 @@ class Sampler:
 
     outputs = (jnp.full((rows, max_new), self.pad_id, jnp.int32), jnp.zeros((rows, max_new), jnp.float32),
                jnp.zeros((rows, max_new), jnp.float32) if static.return_entropy else None,
-               jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
+               jnp.zeros((rows,), jnp.int32), state["finished"])
     outputs = choose(0, logits, outputs)
 
     # Materialised once per call, outside the loop (see `CausalLM.logits`).
@@ -426,9 +596,11 @@ class Sampler:
       t, cache, outputs = loop
       previous = jax.lax.dynamic_slice(outputs[0], (0, t - 1), (rows, 1))
       positions = (start + t - 1)[:, None]
-      own_slots = jnp.ones((rows, cache["k"][0].shape[-3]), bool)  # All real tokens; causality hides the rest.
+      # This turn's slots are all real tokens (causality hides the rest); earlier turns' by base_mask.
+      own_slots = jnp.concatenate(
+          [base_mask, jnp.ones((rows, cache["k"][0].shape[-3] - slot_base), bool)], axis=1)
       logits, cache = self.model.apply(
-          params, previous, positions, own_slots, cache, t - 1, output_kernel, method=decode_step)
+          params, previous, positions, own_slots, cache, slot_base + t - 1, output_kernel, method=decode_step)
       return t + 1, cache, choose(t, logits, outputs)
 
     def decode_step(module, previous, positions, mask, cache, cache_index, output_kernel):

@@ -1,0 +1,110 @@
+"""Continuing sampled rows after an observation (`decode(keep_cache=True)` then `Sampler.extend`).
+
+Parity: the tokens and log-probs of a two-turn episode, sampled with the cache continued, equal
+those of one no-cache forward over each row's whole trajectory (prompt, action 1, observation,
+action 2), for text and for an observation that carries a video clip (M-RoPE positions).
+"""
+import jax
+import numpy as np
+import pytest
+
+from r1jax import models
+from r1jax.models import vlm
+from r1jax.sampling import Prompt, SamplingControls
+from tests.sampling.helpers import completion_log_probs
+
+GROUP = 2
+TURN1, TURN2 = 12, 8
+# A tenth of the tiny vocabulary stops a row, so rows end at different lengths (gaps in the cache).
+STOP_IDS = tuple(range(3, 13))
+
+
+def _trajectory_log_probs(model, params, ids, **vision):
+  """log p(ids[i + 1] | ids[:i + 1]) for every i from one no-cache forward ([len - 1])."""
+  ids = np.asarray(ids, np.int32)[None]
+  if vision:
+    positions, _ = vlm.get_rope_index(model.config, ids, vision.get("image_grid_thw"), vision.get("video_grid_thw"),
+                                      vision.get("second_per_grid_ts"))
+    logits = model.forward_logits(params, ids, position_ids=positions, **vision)
+  else:
+    logits = models.forward_logits(model, params, ids)
+  return completion_log_probs(logits, 1, ids[:, 1:])[0]
+
+
+def _two_turns(env, prompts, observe, keep_going):
+  """Samples turn 1, continues the rows in `keep_going` with `observe(row)`, samples turn 2."""
+  controls1 = SamplingControls(max_new_tokens=TURN1, stop_token_ids=STOP_IDS)
+  controls2 = SamplingControls(max_new_tokens=TURN2, stop_token_ids=STOP_IDS)
+  prefilled = env.sampler.prefill(env.params, prompts, num_samples=GROUP, max_new_tokens=TURN1)
+  first = env.sampler.decode(env.params, prefilled, key=jax.random.key(1), controls=controls1, keep_cache=True)
+  observations = [observe(row) if keep_going(row) else None for row in range(len(prompts) * GROUP)]
+  extended = env.sampler.extend(env.params, first.continuation, observations, max_new_tokens=TURN2)
+  second = env.sampler.decode(env.params, extended, key=jax.random.key(2), controls=controls2)
+  return first, observations, second
+
+
+def _check_row(model, params, prompt_ids, first, second, observation, row, **vision):
+  n1, n2 = int(first.lengths[row]), int(second.lengths[row])
+  action1, action2 = np.asarray(first.tokens[row, :n1]), np.asarray(second.tokens[row, :n2])
+  ids = np.concatenate([prompt_ids, action1, observation, action2])
+  expected = _trajectory_log_probs(model, params, ids, **vision)
+  p = len(prompt_ids)
+  np.testing.assert_allclose(np.asarray(first.logprobs[row, :n1]), expected[p - 1:p - 1 + n1], atol=1e-4, rtol=0)
+  start = p + n1 + len(observation)
+  np.testing.assert_allclose(np.asarray(second.logprobs[row, :n2]), expected[start - 1:start - 1 + n2],
+                             atol=1e-4, rtol=0)
+
+
+def test_text_continuation_matches_a_no_cache_forward_over_the_trajectory(text):
+  rng = np.random.default_rng(3)
+  vocab = text.model.config.text.vocab_size
+  observation_ids = {row: rng.integers(20, vocab, 2 + row).astype(np.int32) for row in range(8)}
+  first, observations, second = _two_turns(text, text.prompts, lambda row: observation_ids[row],
+                                           keep_going=lambda row: row != 3)
+  lengths = np.asarray(first.lengths)
+  assert len(set(lengths.tolist())) > 1, "rows should end at different lengths to exercise the cache's gaps"
+  assert int(second.lengths[3]) == 0 and bool(second.finished[3])  # an ended episode decodes nothing
+  assert np.all(np.asarray(second.tokens[3]) == text.sampler.pad_id)
+  for row in range(len(text.prompts) * GROUP):
+    if row == 3:
+      continue
+    _check_row(text.model, text.params, text.prompts[row // GROUP], first, second, observation_ids[row], row)
+    assert int(second.lengths[row]) > 0
+
+
+def _video_prompt(config, rng, grid, before, after, seconds):
+  merge = config.vision.spatial_merge_size
+  ids = np.concatenate([rng.integers(20, 90, before), [config.vision_start_token_id],
+                        [config.video_token_id] * (int(np.prod(grid)) // merge**2), [config.vision_end_token_id],
+                        rng.integers(20, 90, after)]).astype(np.int32)
+  pixels = rng.normal(size=(int(np.prod(grid)), config.vision.patch_dim)).astype(np.float32)
+  return Prompt(ids, pixel_values_videos=pixels, video_grid_thw=np.array([grid]),
+                second_per_grid_ts=np.array([seconds], np.float32))
+
+
+def test_an_observed_video_clip_continues_with_mrope_positions_of_the_whole_trajectory(vl):
+  config = vl.model.config
+  rng = np.random.default_rng(4)
+  prompts = [_video_prompt(config, rng, (2, 4, 4), 3, 2, 2.0), _video_prompt(config, rng, (4, 4, 4), 1, 3, 0.5)]
+  # Each continuing row gets its own clip (different grids), captioned before and prompted after.
+  clips = {row: _video_prompt(config, rng, (2, 4, 4) if row % 2 else (2, 4, 8), 2, 3, 1.0) for row in range(4)}
+  first, observations, second = _two_turns(vl, prompts, lambda row: clips[row], keep_going=lambda row: row != 2)
+  assert observations[2] is None and int(second.lengths[2]) == 0
+  for row in (0, 1, 3):
+    prompt, clip = prompts[row // GROUP], clips[row]
+    vision = dict(pixel_values_videos=np.concatenate([prompt.pixel_values_videos, clip.pixel_values_videos]),
+                  video_grid_thw=np.concatenate([prompt.video_grid_thw, clip.video_grid_thw]),
+                  second_per_grid_ts=np.concatenate([prompt.second_per_grid_ts, clip.second_per_grid_ts]))
+    _check_row(vl.model, vl.params, prompt.input_ids, first, second, clip.input_ids, row, **vision)
+
+
+def test_extend_rejects_a_row_whose_episode_ended(text):
+  controls = SamplingControls(max_new_tokens=4, stop_token_ids=STOP_IDS)
+  prefilled = text.sampler.prefill(text.params, text.prompts[:1], num_samples=2, max_new_tokens=4)
+  first = text.sampler.decode(text.params, prefilled, key=jax.random.key(0), controls=controls, keep_cache=True)
+  ended = text.sampler.extend(text.params, first.continuation, [[30, 31], None], max_new_tokens=4)
+  second = text.sampler.decode(text.params, ended, key=jax.random.key(1), controls=controls, keep_cache=True)
+  with pytest.raises(ValueError, match="row 1 gets an observation but sampled no token"):
+    text.sampler.extend(text.params, second.continuation, [[30], [31]], max_new_tokens=4)
+  with pytest.raises(ValueError, match="extend got 1 observations for 2 rows"):
+    text.sampler.extend(text.params, second.continuation, [[30]], max_new_tokens=4)
