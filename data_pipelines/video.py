@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import functools
 import io
 import math
 
@@ -310,12 +311,37 @@ def _decode_nearest(container, stream, targets: np.ndarray, probe: _KeyframeProb
   return chosen
 
 
-def _font(height: int) -> PIL.ImageFont.ImageFont:
-  return PIL.ImageFont.load_default(size=max(10, height // 6))
+# LOVE-R1's stamp: the frame's integer second in red at the bottom right, font size
+# min(H, W) / 8 (its system prompt tells the model that "the red numbers" are timestamps).
+# Floored at 6 px so that tiny test and synthetic frames still get a visible stamp.
+_STAMP_COLOR = (255, 0, 0)
+_MIN_STAMP_PX = 6
+
+
+@functools.lru_cache(maxsize=1024)
+def _stamp_alpha(text: str, height: int, width: int) -> tuple[int, int, np.ndarray]:
+  """(top, left, uint8 [h, w] coverage) of `text` drawn at the bottom right of an H x W frame.
+
+  Cached (only the text's box, a few KB): a video's frames share their size and a few hundred
+  seconds at most, and drawing with PIL costs ~0.3 ms a frame, more than decoding a small one.
+  """
+  size = max(_MIN_STAMP_PX, min(height, width) // 8)
+  font = PIL.ImageFont.load_default(size=size)
+  margin = max(1, size // 4)
+  mask = PIL.Image.new("L", (width, height), 0)
+  draw = PIL.ImageDraw.Draw(mask)
+  _, _, right, bottom = draw.textbbox((0, 0), text, font=font)
+  draw.text((width - margin - right, height - margin - bottom), text, fill=255, font=font)
+  alpha = np.asarray(mask)
+  rows, cols = np.nonzero(alpha)
+  if not len(rows):
+    return 0, 0, alpha[:0, :0]
+  top, left = int(rows.min()), int(cols.min())
+  return top, left, alpha[top:rows.max() + 1, left:cols.max() + 1].copy()
 
 
 def overlay_timestamps(frames: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
-  """Draws each frame's integer second (white on a black box, top-left), as LOVE-R1 does.
+  """Draws each frame's integer second in red at the bottom right, as LOVE-R1 does.
 
   Args:
     frames: uint8 [T, H, W, 3].
@@ -324,16 +350,14 @@ def overlay_timestamps(frames: np.ndarray, timestamps: np.ndarray) -> np.ndarray
   Returns:
     A new uint8 [T, H, W, 3] array.
   """
-  font = _font(frames.shape[1])
-  out = np.empty_like(frames)
-  for i, (frame, time) in enumerate(zip(frames, timestamps)):
-    image = PIL.Image.fromarray(frame)
-    draw = PIL.ImageDraw.Draw(image)
-    text = str(int(math.floor(time + 1e-6)))
-    left, top, right, bottom = draw.textbbox((2, 1), text, font=font)
-    draw.rectangle((0, 0, right + 2, bottom + 2), fill=(0, 0, 0))
-    draw.text((2, 1), text, fill=(255, 255, 255), font=font)
-    out[i] = np.asarray(image)
+  height, width = frames.shape[1:3]
+  red = np.asarray(_STAMP_COLOR, np.float32)
+  out = frames.copy()
+  for i, time in enumerate(timestamps):
+    top, left, alpha = _stamp_alpha(str(int(math.floor(time + 1e-6))), height, width)
+    a = alpha[..., None].astype(np.float32) / 255
+    box = out[i, top:top + alpha.shape[0], left:left + alpha.shape[1]]
+    box[:] = np.round(box * (1 - a) + red * a).astype(np.uint8)
   return out
 
 
@@ -373,29 +397,44 @@ def sample_video(source: MediaRef, sampling: VideoSampling, *, start: float | No
                    metadata=metadata)
 
 
-# LOVE-R1 two-resolution sampling (shared/specs/rewards.md): a dense low-resolution overview
-# of the whole video, then a high-resolution clip of the interval the model asked to zoom into.
-LOVE_R1_OVERVIEW_PIXELS = 32 * 28 * 28
-LOVE_R1_ZOOM_PIXELS = 256 * 28 * 28
-LOVE_R1_MAX_OVERVIEW_FRAMES = 768
-LOVE_R1_MAX_ZOOM_FRAMES = 16
+# LOVE-R1 two-resolution sampling: a dense low-resolution overview of the whole video, then a
+# high-resolution clip of the interval the model asked to zoom into. The frame counts and pixel
+# budgets are defined once, in the reward module (r1jax.rewards.love_r1.overview_budget /
+# zoom_budget); it is imported inside the functions because importing r1jax.rewards loads every
+# recipe's reward (about 2 s) and most users of this module never sample LOVE-R1 clips.
 _LOVE_R1_MIN_PIXELS = 4 * 28 * 28
 
 
-def love_r1_overview_sampling(duration: float) -> VideoSampling:
-  """min(floor(2 * duration), 768) uniform frames at 32*28*28 pixels (x2 under 60 s), stamped."""
-  pixels = LOVE_R1_OVERVIEW_PIXELS * (2 if duration < 60 else 1)
-  return VideoSampling(num_frames=max(1, min(int(2 * duration), LOVE_R1_MAX_OVERVIEW_FRAMES)),
-                       fps=None, max_frames=LOVE_R1_MAX_OVERVIEW_FRAMES,
-                       min_pixels=_LOVE_R1_MIN_PIXELS, max_pixels=pixels,
-                       overlay_timestamps=True)
+def _love_r1_sampling(budget) -> VideoSampling:
+  """A `FrameBudget` as a stamped uniform sampling (LOVE-R1 stamps overviews and zoom clips)."""
+  return VideoSampling(num_frames=max(1, budget.num_frames), fps=None,
+                       max_frames=max(1, budget.num_frames),
+                       min_pixels=min(_LOVE_R1_MIN_PIXELS, budget.max_pixels),
+                       max_pixels=budget.max_pixels, overlay_timestamps=True)
 
 
-def love_r1_zoom_sampling(start: float, end: float) -> VideoSampling:
-  """min(floor(2 * (end - start)), 16) uniform frames of the interval at 256*28*28 pixels."""
-  return VideoSampling(num_frames=max(1, min(int(2 * (end - start)), LOVE_R1_MAX_ZOOM_FRAMES)),
-                       fps=None, max_frames=LOVE_R1_MAX_ZOOM_FRAMES,
-                       min_pixels=_LOVE_R1_MIN_PIXELS, max_pixels=LOVE_R1_ZOOM_PIXELS)
+def love_r1_overview_sampling(duration: float, *, max_frames: int | None = None,
+                              max_pixels: int | None = None) -> VideoSampling:
+  """min(floor(2 * duration), 768) uniform frames at 32*28*28 pixels (x2 under 60 s), stamped.
+
+  `max_frames` / `max_pixels` replace the paper's caps (None keeps them; see `overview_budget`).
+  """
+  from r1jax.rewards import love_r1  # Deferred: see the comment above.
+
+  return _love_r1_sampling(
+      love_r1.overview_budget(duration, max_frames=max_frames, max_pixels=max_pixels))
+
+
+def love_r1_zoom_sampling(start: float, end: float, *, max_frames: int | None = None,
+                          max_pixels: int | None = None) -> VideoSampling:
+  """min(floor(2 * (end - start)), 16) uniform frames of the interval at 256*28*28 pixels, stamped.
+
+  The released trainer stamps zoom clips too. `max_frames` / `max_pixels` replace the caps.
+  """
+  from r1jax.rewards import love_r1  # Deferred: see the comment above.
+
+  return _love_r1_sampling(
+      love_r1.zoom_budget(start, end, max_frames=max_frames, max_pixels=max_pixels))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,14 +466,11 @@ def sample_two_resolution(source: MediaRef, interval: tuple[float, float], *,
       interval=(start, end))
 
 
-def format_seconds(seconds: float) -> str:
-  """'12' for whole seconds, else one decimal ('12.5')."""
-  return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:.1f}"
-
-
 def zoom_clip_label(start: float, end: float) -> str:
-  """LOVE-R1's caption in front of the zoomed clip."""
-  return f"Subset zoom-in video clip [{format_seconds(start)}, {format_seconds(end)}]:"
+  """LOVE-R1's caption in front of a zoomed clip: integer seconds (`zoom_clip_caption`)."""
+  from r1jax.rewards import love_r1  # Deferred: see the LOVE-R1 sampling comment above.
+
+  return love_r1.zoom_clip_caption(start, end)
 
 
 def two_resolution_messages(question: str, interval: tuple[float, float],

@@ -3,7 +3,10 @@
 * 'star_tvr' (tvr.py, tvr_dataset.py): STAR-R1-style transformation reasoning over pairs of
   rendered scenes, in-view and cross-view, with fixed held-out splits.
 * 'letters' (letters.py): a text-only sanity task for the learner.
+* 'love_r1' (love_r1.py, love_r1_dataset.py): LOVE-R1's released JSON records (long-video QA
+  with zoom-in), read for RL (step-1 prompts) or SFT (one example per CoT step);
+  love_r1_synthetic.py writes a synthetic long-video task in that layout.
 """
-from data_pipelines.tasks import letters, tvr_dataset  # noqa: F401  (registers 'letters', 'star_tvr')
+from data_pipelines.tasks import letters, love_r1_dataset, tvr_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks.tvr import TvrTask, generate_example, text_corpus  # noqa: F401
 from data_pipelines.tasks.tvr_dataset import TvrSource, write_split  # noqa: F401

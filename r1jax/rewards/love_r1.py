@@ -4,13 +4,14 @@ Source: "LOVE-R1: Advancing Long Video Understanding with an Adaptive Zoom-in Me
 Multi-Step Reasoning" (HumanMLLM/LOVE-R1, `src/r1-v/src/open_r1/trainer/grpo_trainer.py`).
 
 Rollout. Step 1 sees the overview: `overview_budget(duration)` frames (min(⌊2·duration⌋, 768),
-each of 32·28·28 pixels, doubled under 60 s), every frame stamped with its integer second. The
-step-1 completion starts with one of two prefixes:
+each of 32·28·28 pixels, doubled under 60 s), every frame stamped with its integer second in
+red (the prompt text and the data side are data_pipelines/tasks/love_r1.py). The step-1
+completion starts with one of two prefixes:
   * `I need to zoom in on the video.\\n\\n` then `\\boxed{[t1, t2]}` (integer seconds), or
   * `I get the answer.\\n\\n` then `\\boxed{X}`.
 A zoom appends the clip `zoom_budget(t1, t2)` (min(⌊2·(t2 − t1)⌋, 16) frames of 256·28·28
-pixels) captioned `zoom_clip_caption(t1, t2)`, and step 2 answers. Both steps train as separate
-single-step samples; this reward scores one step's completion.
+pixels, stamped like the overview) captioned `zoom_clip_caption(t1, t2)`, and step 2 answers.
+Both steps train as separate single-step samples; this reward scores one step's completion.
 
 A zoom is valid when 0 ≤ t1 < t2 ≤ duration + 1, 1 ≤ t2 − t1 ≤ min(duration / 2, 60), and its
 1-D IoU with every earlier zoom is ≤ 0.7.
@@ -97,23 +98,37 @@ class FrameBudget:
   max_pixels: int
 
 
-def overview_budget(duration: float) -> FrameBudget:
-  """Step-1 sampling of the whole video: min(⌊2·duration⌋, 768) frames of 32·28·28 pixels (×2 under 60 s)."""
+def overview_budget(duration: float, *, max_frames: int | None = None,
+                    max_pixels: int | None = None) -> FrameBudget:
+  """Step-1 sampling of the whole video: min(⌊2·duration⌋, 768) frames of 32·28·28 pixels (×2 under 60 s).
+
+  `max_frames` / `max_pixels` replace the paper's caps (768 frames; the pixel rule) for models
+  smaller than the paper's; None keeps them. The sampling rate (2 frames per second) stays.
+  This is the single definition of the rule: data_pipelines.video builds its samplings from it.
+  """
   if not (math.isfinite(duration) and duration >= 0.5):
     raise ValueError(f"LOVE-R1 overview needs a finite video duration >= 0.5 s, got duration={duration!r}")
-  pixels = OVERVIEW_TOKENS_PER_FRAME * PIXELS_PER_TOKEN * (2 if duration < SHORT_VIDEO_S else 1)
-  return FrameBudget(min(math.floor(2 * duration), OVERVIEW_MAX_FRAMES), pixels)
+  if max_pixels is None:
+    max_pixels = OVERVIEW_TOKENS_PER_FRAME * PIXELS_PER_TOKEN * (2 if duration < SHORT_VIDEO_S else 1)
+  cap = OVERVIEW_MAX_FRAMES if max_frames is None else max_frames
+  return FrameBudget(min(math.floor(2 * duration), cap), max_pixels)
 
 
-def zoom_budget(t1: float, t2: float) -> FrameBudget:
-  """Step-2 sampling of the zoom clip [t1, t2]: min(⌊2·(t2 − t1)⌋, 16) frames of 256·28·28 pixels."""
+def zoom_budget(t1: float, t2: float, *, max_frames: int | None = None,
+                max_pixels: int | None = None) -> FrameBudget:
+  """Step-2 sampling of the zoom clip [t1, t2]: min(⌊2·(t2 − t1)⌋, 16) frames of 256·28·28 pixels.
+
+  `max_frames` / `max_pixels` replace the caps 16 / 256·28·28 (None keeps them).
+  """
   if not (math.isfinite(t1) and math.isfinite(t2) and t2 - t1 >= 0.5):
     raise ValueError(f"LOVE-R1 zoom clip needs finite t2 - t1 >= 0.5 s, got [t1, t2]=[{t1!r}, {t2!r}]")
-  return FrameBudget(min(math.floor(2 * (t2 - t1)), ZOOM_MAX_FRAMES), ZOOM_TOKENS_PER_FRAME * PIXELS_PER_TOKEN)
+  cap = ZOOM_MAX_FRAMES if max_frames is None else max_frames
+  pixels = ZOOM_TOKENS_PER_FRAME * PIXELS_PER_TOKEN if max_pixels is None else max_pixels
+  return FrameBudget(min(math.floor(2 * (t2 - t1)), cap), pixels)
 
 
 def zoom_clip_caption(t1: float, t2: float) -> str:
-  """The text placed before the zoom clip in the step-2 prompt."""
+  """The text placed before a zoom clip (integer seconds, as the released code formats it)."""
   return "Subset zoom-in video clip [%d, %d]:" % (int(t1), int(t2))
 
 
@@ -239,3 +254,17 @@ def love_r1(completion: str, ground_truth: Mapping[str, Any], **context: Any) ->
   solution, targets, duration = _truth(ground_truth)
   return _score(completion, solution, targets, duration, _earlier(context), step,
                 context.get("step2_completion"))
+
+
+def zoom_request(completion: str, grounding: bool = False) -> tuple[int, int] | None:
+  """The interval [t1, t2] a completion asks to zoom into, read as `love_r1` reads it; None for an
+  answer or a request that does not parse (validity is `zoom_is_valid`'s question)."""
+  text = completion if isinstance(completion, str) else ""
+  if text.startswith(ZOOM_PREFIX):
+    body = text[len(ZOOM_PREFIX):]
+  elif grounding and not text.startswith(ANSWER_PREFIX):  # a pre-filled grounding prefix
+    body = text
+  else:
+    return None
+  content = _boxed_content(body)
+  return None if content is None else _parse_zoom(content)

@@ -49,7 +49,8 @@ def grpo_loss(
       on-policy step, where it is stop_gradient(logprobs) and every ratio is 1.
     ref_logprobs: [batch, length] reference-policy log-probs; required when config.beta > 0,
       may be None when beta == 0 (given anyway, the KL is logged without entering the loss).
-    advantages: [batch] one advantage per completion.
+    advantages: [batch] one advantage per completion, or [batch, length] one per token (a
+      multi-turn episode whose turns train as separate reward samples, `r1jax.envs`).
     completion_mask: [batch, length], 1 on the completion tokens that count.
     sampler_logprobs: [batch, length] log-probs the sampler reported; enables the mismatch
       metrics, and the TIS correction when config.tis_mode is set (then required).
@@ -70,8 +71,9 @@ def grpo_loss(
   """
   if logprobs.ndim != 2 or completion_mask.shape != logprobs.shape:
     raise ValueError(f"logprobs {logprobs.shape} and completion_mask {completion_mask.shape} must be [batch, length]")
-  if advantages.shape != logprobs.shape[:1]:
-    raise ValueError(f"advantages {advantages.shape} must be [batch] = {logprobs.shape[:1]}")
+  if advantages.shape not in (logprobs.shape[:1], logprobs.shape):
+    raise ValueError(f"advantages {advantages.shape} must be [batch] = {logprobs.shape[:1]} or [batch, length] = "
+                     f"{logprobs.shape}")
   if config.beta > 0 and ref_logprobs is None:
     raise ValueError(f"ref_logprobs is required when PolicyLossConfig.beta={config.beta} > 0")
   if config.tis_mode is not None and sampler_logprobs is None:
@@ -88,7 +90,8 @@ def grpo_loss(
   logprobs = masked(logprobs)
   old_logprobs = jax.lax.stop_gradient(logprobs) if old_logprobs is None else masked(old_logprobs)
   advantages = advantages.astype(jnp.promote_types(advantages.dtype, jnp.float32))
-  pg = get_policy_loss(config.policy_loss)(config, logprobs, old_logprobs, advantages[:, None], mask)
+  token_advantages = advantages if advantages.ndim == 2 else advantages[:, None]
+  pg = get_policy_loss(config.policy_loss)(config, logprobs, old_logprobs, token_advantages, mask)
   token_loss = pg.loss
   metrics = {}
 
@@ -124,6 +127,7 @@ def grpo_loss(
       "clip_frac/low": mean_metric(pg.clipped_low, mask),
       "clip_frac/high": mean_metric(pg.clipped_high, mask),
       "clip_frac/dual": mean_metric(pg.clipped_dual, mask),
-      "zero_advantage_frac": mean_metric((advantages == 0).astype(jnp.float32), valid_sequences),
+      "zero_advantage_frac": mean_metric(
+          jnp.all((token_advantages == 0) | ~mask, axis=-1).astype(jnp.float32), valid_sequences),
   })
   return loss_sum, count, jax.lax.stop_gradient(metrics)

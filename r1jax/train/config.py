@@ -96,14 +96,19 @@ def default_config() -> ConfigDict:
   c.train.max_nonfinite_steps = 5  # abort after this many consecutive skipped (non-finite) updates
   c.train.export_hf = True  # write <workdir>/hf (transformers layout) at the end
   c.train.eval_every = 0  # 0 = only at the end (when the recipe defines evaluation)
-  c.train.progress_bar = True
+  c.train.progress_bar = True  # a tqdm bar when stderr is a terminal (else a log line per written step)
+
+  c.env = ConfigDict()  # what happens between model turns (r1jax.envs)
+  c.env.name = "single_turn"  # a registered environment; multi-step recipes name theirs
+  c.env.num_workers = 4  # threads running environment steps
+  c.env.options = ConfigDict()  # the environment's own settings (its factory reads them)
 
   c.data = ConfigDict()  # owned by data_pipelines (validated there)
   c.eval = ConfigDict()  # recipe-defined evaluation options (validated by the recipe's evaluator)
   return c
 
 
-_FREE_FORM = {("model", "hf_config"), ("data",), ("eval",), ("stages",), ("mesh", "rules")}
+_FREE_FORM = {("model", "hf_config"), ("data",), ("eval",), ("stages",), ("mesh", "rules"), ("env", "options")}
 
 
 def validate(config: ConfigDict) -> None:

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from r1jax import checkpoint, processing, rewards, rl, sharding
+from r1jax import checkpoint, envs, processing, rewards, rl, sharding
+from r1jax.envs.observations import ObservationEncoder
+from r1jax.envs.runner import EpisodeRunner, reward_fields
 from r1jax.rewards.startup import judge_context
 from r1jax import models
 from r1jax.errors import RunStoppedError
@@ -47,11 +49,15 @@ class DataHooks:
     sft_iterator: (stage config, tokenizer) -> checkpointable iterator of SFT batches.
     evaluate: optional (stage config, model, params, tokenizer, stage_dir) -> {metric: value},
       called at the end of a stage (and every `train.eval_every` steps).
+    video_clip: optional (prompt reward context, t1, t2) -> (frames uint8 [T, H, W, 3], frames
+      per second, max pixels per frame): a clip of the prompt's video, for environments that
+      show one (LOVE-R1's zoom).
   """
 
   prompt_iterator: Callable[[Any, Any], Iterator] | None = None
   sft_iterator: Callable[[Any, Any], Iterator] | None = None
   evaluate: Callable[..., dict[str, float]] | None = None
+  video_clip: Callable[..., Any] | None = None  # (context, t1, t2) -> (frames, fps, max pixels), for envs
 
 
 class NonFiniteError(RunStoppedError):
@@ -171,7 +177,7 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
     writer = MetricWriter(stage_dir, total_steps=total_steps, initial_step=int(state.step),
                           progress_bar=config.train.progress_bar, name=name)
     updater = _Updater(config, model, mesh, rules, tx)
-    step_fn = _GrpoStep(config, model, tokenizer, reference, updater) if config.stage == "grpo" else \
+    step_fn = _GrpoStep(config, model, tokenizer, reference, updater, hooks) if config.stage == "grpo" else \
         _SftStep(model, updater)
     stop = interrupts.GracefulStop()
     stop.install()
@@ -310,7 +316,8 @@ class _Updater:
 
 _PER_ROW = ("input_ids", "attention_mask", "positions", "completion_mask", "advantages", "old_logprobs",
             "ref_logprobs", "sampler_logprobs", "loss_mask")
-_HOST_ONLY = ("completion_ids", "prompt_lengths", "sequence_lengths", "image_counts", "video_counts")
+_HOST_ONLY = ("completion_ids", "prompt_lengths", "sequence_lengths", "image_counts", "video_counts", "turn_index",
+              "episode_failed")
 
 
 class _SftStep:
@@ -335,7 +342,7 @@ def _learner_fields(batch: dict[str, Any]) -> dict[str, Any]:
 
 class _GrpoStep:
 
-  def __init__(self, config, model, tokenizer, ref_params, updater: _Updater):
+  def __init__(self, config, model, tokenizer, ref_params, updater: _Updater, hooks: DataHooks | None = None):
     self.config, self.model, self.tokenizer, self.updater = config, model, tokenizer, updater
     self.loss_config = loss_config(config)
     self.builder = updater.builder
@@ -351,13 +358,24 @@ class _GrpoStep:
     self.controls = SamplingControls(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k,
                                      top_p=s.top_p, stop_token_ids=stop_ids or None)
     self.groups_per_step = config.data.batch_size // jax.process_count()
+    self.env = envs.get(config.env.name)(config, hooks)
+    encoder = None
+    if self.env.max_turns > 1:
+      encoder = ObservationEncoder(tokenizer, processing.VisionProcessorConfig.find(config.tokenizer, config.init_from)
+                                   if model.config.is_multimodal else None)
+    self.runner = EpisodeRunner(self.sampler, self.env, self.controls, self._decode, encoder,
+                                num_workers=config.env.num_workers)
 
   def _sample(self, params):
     def sample(prompts, key):
-      output = self.sampler(params, self.builder.prompts(prompts), key=key,
-                            num_samples=self.config.sampling.num_samples, controls=self.controls)
-      batch = self.builder.learner_batch(prompts, output, self.config.sampling.num_samples)
-      return batch, {"rollout/truncated_frac": float(np.mean(np.asarray(output.truncated)))}
+      group = self.config.sampling.num_samples
+      episodes = self.runner(params, self.builder.prompts(prompts), prompts["reward_context"],
+                             prompts["ground_truth"], num_samples=group, key=key)
+      batch = self.builder.trajectory_batch(prompts, episodes.prompts, episodes.trajectories, group,
+                                            episodes.completion_width)
+      if self.env.max_turns > 1:
+        batch.update(reward_fields(episodes, self.env))
+      return batch, episodes.stats
 
     return sample
 

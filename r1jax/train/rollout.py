@@ -1,7 +1,7 @@
-"""One RL rollout: sample G completions per prompt, score them, and turn rewards into advantages.
+"""One RL rollout: sample G episodes per prompt, score them, and turn rewards into advantages.
 
-    prompts --Sampler--> completions --rewards (host worker pool)--> rewards [groups, G]
-            --advantage estimator--> advantages, with DAPO dynamic sampling and overlong shaping
+    prompts --episode runner (r1jax.envs)--> trajectories --rewards (host worker pool)--> rewards
+            --advantage estimator, per group--> advantages, with DAPO dynamic sampling and overlong shaping
 
 The result is a learner batch (`r1jax.train.learner`) plus per-sample records for metrics.
 """
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import rl
+from r1jax.envs.base import Sample
 from r1jax.errors import RunStoppedError
 from r1jax.rewards import scorer
 from r1jax.train import rows
@@ -31,46 +32,84 @@ class RewardFailureError(RunStoppedError):
 @dataclasses.dataclass
 class Rollout:
   batch: dict[str, Any]  # the learner batch (host arrays), rows prompt-major
-  rewards: np.ndarray  # [groups, G] shaped rewards used for the advantages
+  rewards: np.ndarray  # [groups, group size] shaped rewards used for the advantages (0 off the group mask)
   metrics: dict[str, float]
-  completions: list[str]  # decoded, one per row
-  samples: list[dict[str, Any]]  # per scored sample of the first group: text, scores, info, status, error
+  completions: list[str]  # the scored text of each sample of the kept groups
+  samples: list[dict[str, Any]]  # per scored sample of the first prompt: text, scores, info, status, error
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSample:
+  """A reward sample of a learner row (`batch["reward_samples"]`; default: one per row).
+
+  Attributes:
+    row: the learner row whose tokens it trains.
+    sample: an ended episode's `envs.Sample` (the turns it trains, its text, context and group);
+      None: the row's whole completion, decoded, in the prompt's one group.
+  """
+
+  row: int
+  sample: Sample | None = None
+
+  @property
+  def turns(self) -> tuple[int, ...] | None:
+    return None if self.sample is None else tuple(self.sample.turns)
+
+  @property
+  def completion(self) -> str | None:
+    return None if self.sample is None else self.sample.completion
+
+  @property
+  def context(self) -> dict[str, Any]:
+    return {} if self.sample is None else dict(self.sample.context)
+
+  @property
+  def group(self) -> str:
+    return "episode" if self.sample is None else self.sample.group
 
 
 def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches: Iterator[dict[str, Any]],
                     reward_fn, decode: Callable[[np.ndarray], list[str]], rl_config, sampling_config,
                     reward_config, rng: jax.Array, groups_wanted: int, pad_id: int,
                     judge_context: dict[str, Any] | None = None) -> Rollout:
-  """Samples and scores prompt batches until `groups_wanted` groups are collected.
+  """Samples and scores prompt batches until `groups_wanted` prompts' groups are collected.
 
   Args:
-    sample: (prompt batch, key) -> (learner batch of B*G rows with completion arrays, sampler stats).
+    sample: (prompt batch, key) -> (learner batch of B*G rows with completion arrays, sampler
+      stats). Multi-turn episodes (`r1jax.envs`) add `reward_samples` (`RewardSample`s), `turn_index`
+      int [rows, completion_len] (the turn of each action token, -1 elsewhere) and
+      `episode_failed` bool [rows] (an environment error or timeout: the row is masked).
     prompt_batches: the data iterator (each next() is B prompts).
     reward_fn: the registered reward; run through `scorer.score_batch` with a per-sample timeout.
     decode: completion token rows -> strings.
     judge_context: judges added to every sample's reward context (`rewards.judge_context`).
 
+  Groups: the samples of one prompt with the same `RewardSample.group` (single-turn: the G
+  samples of a prompt). Advantages are computed per group, by group membership, never by row
+  order; a row whose samples train different turns gets per-token advantages [rows, completion_len].
+
   A sample that is not scored (its reward raised or timed out) or that its reward masks (a `mask`
   component of 1, e.g. LOVE-R1's second zoom) is *excluded*: it is left out of its group's mean and
-  std and of the loss (completion mask zeroed), never counted as a reward of 0. Failures are counted
-  (`reward/errors`, `reward/timeouts`), logged with the first message, and abort the run when more
-  than `reward.max_error_frac` of a step's samples fail.
+  std and of the loss (its tokens' completion mask zeroed), never counted as a reward of 0. Failures
+  are counted (`reward/errors`, `reward/timeouts`), logged with the first message, and abort the
+  run when more than `reward.max_error_frac` of a step's samples fail.
 
-  Without dynamic sampling one prompt batch is used as is. With it, groups whose rewards have no
-  variance (over their included samples) are dropped and more batches are drawn, at most
-  `rl.max_sampling_rounds` rounds; if the cap is hit, the batch is filled by repeating kept groups
-  with their completion masks zeroed (they add nothing to the loss) so the learner keeps one static
-  shape.
+  Without dynamic sampling one prompt batch is used as is. With it, prompts none of whose groups
+  has reward variance (over their included samples) are dropped and more batches are drawn, at
+  most `rl.max_sampling_rounds` rounds; if the cap is hit, the batch is filled by repeating kept
+  prompts with their completion masks zeroed (they add nothing to the loss) so the learner keeps
+  one static shape.
   """
   group_size = sampling_config.num_samples
-  kept, kept_rewards, texts = [], [], []
+  kept: list[dict[str, Any]] = []  # per kept prompt: its rows and its groups
   metrics: dict[str, float] = {"rollout/rounds": 0.0}
   failures = _Failures(reward_config)
   component_sums: dict[str, list[float]] = {}
   all_rewards, all_lengths, all_included = [], [], []
   samples: list[dict[str, Any]] = []
   t_sample = t_reward = 0.0
-  num_groups = 0
+  num_prompts = 0
+  per_token = False
   for round_index in range(max(1, rl_config.max_sampling_rounds if rl_config.dynamic_sampling else 1)):
     prompts = next(prompt_batches)
     start = time.perf_counter()
@@ -80,20 +119,24 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
       metrics[key] = metrics.get(key, 0.0) + float(value)
 
     start = time.perf_counter()
-    completions = decode(batch["completion_ids"])
-    contexts = [dict(c, **judge_context) for c in batch["reward_context"]] if judge_context \
-        else batch["reward_context"]
-    scores = scorer.score_batch(reward_fn, completions, batch["ground_truth"], contexts,
-                                timeout_s=reward_config.timeout_s, num_workers=reward_config.num_workers)
+    specs = batch.pop("reward_samples", None) or [RewardSample(row) for row in range(rows.num_rows(batch))]
+    per_token |= any(spec.turns is not None for spec in specs)
+    columns = _sample_columns(batch, specs)
+    texts = _sample_texts(batch, specs, decode)
+    contexts = [dict(batch["reward_context"][spec.row], **spec.context, **(judge_context or {})) for spec in specs]
+    truths = [batch["ground_truth"][spec.row] for spec in specs]
+    scores = scorer.score_batch(reward_fn, texts, truths, contexts, timeout_s=reward_config.timeout_s,
+                                num_workers=reward_config.num_workers)
     t_reward += time.perf_counter() - start
-    failures.add(scores, batch["ground_truth"])
-    included = (scores.status == scorer.OK) & (scores.components.get("mask", np.zeros(len(completions))) == 0)
+    failures.add(scores, truths)
+    included = (scores.status == scorer.OK) & (scores.components.get("mask", np.zeros(len(specs))) == 0)
     for name, values in scores.components.items():
       component_sums.setdefault(name, []).extend(np.asarray(values, np.float64)[scores.status == scorer.OK].tolist())
     if not samples:
-      samples = _sample_records(completions[:group_size], scores, included)
+      first = [i for i, spec in enumerate(specs) if spec.row < group_size]
+      samples = _sample_records([texts[i] for i in first], scores, included, first)
 
-    lengths = batch["completion_mask"].sum(axis=1)
+    lengths = columns.sum(axis=1)
     rewards = np.asarray(scores.totals, np.float32)
     if rl_config.overlong_buffer > 0:
       rewards = rewards + np.asarray(rl.soft_overlong_punishment(
@@ -102,21 +145,27 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
     all_rewards.append(rewards)
     all_lengths.append(lengths)
     all_included.append(included)
-    batch = dict(batch, completion_mask=batch["completion_mask"] * included[:, None].astype(
-        batch["completion_mask"].dtype))
-    grouped = rewards.reshape(-1, group_size)
-    num_groups += len(grouped)
-    keep = np.ones(len(grouped), bool)
-    if rl_config.dynamic_sampling:
-      keep = np.asarray(rl.groups_with_reward_variance(jnp.asarray(grouped),
-                                                       jnp.asarray(included.reshape(-1, group_size))))
-    for g in np.flatnonzero(keep):
-      if len(kept) == groups_wanted:
-        break
-      rows_of_group = np.arange(g * group_size, (g + 1) * group_size)
-      kept.append(rows.take_rows(batch, rows_of_group))
-      kept_rewards.append(grouped[g])
-      texts.extend(completions[r] for r in rows_of_group)
+    # Only the tokens of included samples stay in the loss.
+    trained = np.zeros_like(np.asarray(batch["completion_mask"], bool))
+    for i, spec in enumerate(specs):
+      if included[i]:
+        trained[spec.row] |= columns[i]
+    batch = dict(batch, completion_mask=batch["completion_mask"] * trained.astype(batch["completion_mask"].dtype))
+
+    prompts_in_round = rows.num_rows(batch) // group_size
+    num_prompts += prompts_in_round
+    for p in range(prompts_in_round):
+      members = [i for i, spec in enumerate(specs) if spec.row // group_size == p]
+      groups: dict[str, list[int]] = {}
+      for i in members:
+        groups.setdefault(specs[i].group, []).append(i)
+      group_list = [[(rewards[i], bool(included[i]), specs[i].row - p * group_size, columns[i], texts[i]) for i in g]
+                    for g in groups.values()]
+      if rl_config.dynamic_sampling and not any(_has_variance(g) for g in group_list):
+        continue
+      if len(kept) < groups_wanted:
+        kept.append({"rows": rows.take_rows(batch, np.arange(p * group_size, (p + 1) * group_size)),
+                     "groups": group_list})
     metrics["rollout/rounds"] += 1
     if _on_every_process(len(kept) == groups_wanted):
       break
@@ -124,23 +173,35 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
 
   filler = 0
   while len(kept) < groups_wanted:  # dynamic sampling hit its cap (or every group was flat)
-    source = kept[filler % len(kept)] if kept else None
-    if source is None:  # nothing had variance: train on the last round with zero advantages
-      source = rows.take_rows(batch, np.arange(group_size))
-      kept_rewards.append(grouped[0])
-    else:
-      kept_rewards.append(kept_rewards[filler % len(kept_rewards)])
-    source = dict(source, completion_mask=np.zeros_like(source["completion_mask"]))
-    kept.append(source)
-    texts.extend([""] * group_size)
+    source = kept[filler % len(kept)] if kept else {
+        "rows": rows.take_rows(batch, np.arange(group_size)),
+        "groups": [[(0.0, False, r, np.zeros_like(trained[r]), "") for r in range(group_size)]]}
+    kept.append({"rows": dict(source["rows"], completion_mask=np.zeros_like(source["rows"]["completion_mask"])),
+                 "groups": [[(r, False, row, c, "") for r, _, row, c, _ in g] for g in source["groups"]]})
     filler += 1
 
-  learner = rows.concat_rows(kept, pad_id)
-  grouped_rewards = np.stack(kept_rewards)
-  # Excluded samples and fillers have empty completion masks: they leave the group statistics.
-  group_mask = np.stack([k["completion_mask"].any(axis=1) for k in kept])
-  advantages = rl.get_advantage(rl_config.advantage)(jnp.asarray(grouped_rewards), jnp.asarray(group_mask))
-  learner["advantages"] = np.asarray(advantages, np.float32).reshape(-1)
+  learner = rows.concat_rows([k["rows"] for k in kept], pad_id)
+  flat_groups = [(p, g) for p, k in enumerate(kept) for g in k["groups"]]
+  width = max(len(g) for _, g in flat_groups)
+  grouped_rewards = np.zeros((len(flat_groups), width), np.float32)
+  group_mask = np.zeros((len(flat_groups), width), bool)
+  for j, (_, g) in enumerate(flat_groups):
+    grouped_rewards[j, :len(g)] = [m[0] for m in g]
+    group_mask[j, :len(g)] = [m[1] for m in g]
+  advantages = np.asarray(rl.get_advantage(rl_config.advantage)(jnp.asarray(grouped_rewards),
+                                                                 jnp.asarray(group_mask)), np.float32)
+  if per_token:
+    token_advantages = np.zeros(learner["completion_mask"].shape, np.float32)
+    for j, (p, g) in enumerate(flat_groups):
+      for k, (_, _, row, cols, _) in enumerate(g):
+        token_advantages[p * group_size + row][cols] = advantages[j, k]
+    learner["advantages"] = token_advantages
+  else:  # one sample per row, over all its tokens: rows of group j are p*G + its members' rows
+    row_advantages = np.zeros(rows.num_rows(learner), np.float32)
+    for j, (p, g) in enumerate(flat_groups):
+      for k, (_, _, row, _, _) in enumerate(g):
+        row_advantages[p * group_size + row] = advantages[j, k]
+    learner["advantages"] = row_advantages
 
   included = np.concatenate(all_included)
   raw = np.concatenate(all_rewards)[included] if included.any() else np.zeros(1, np.float32)
@@ -149,7 +210,7 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
       "reward/mean": float(raw.mean()), "reward/std": float(raw.std()), "reward/max": float(raw.max()),
       "reward/excluded": float((~included).sum()),
       "response_length/mean": float(lengths.mean()), "response_length/max": float(lengths.max()),
-      "rollout/kept_group_frac": (len(kept) - filler) / max(1, num_groups),
+      "rollout/kept_group_frac": (len(kept) - filler) / max(1, num_prompts),
       "rollout/filler_groups": float(filler),
       "perf/sample_s": t_sample, "perf/reward_s": t_reward,
       **failures.metrics(),
@@ -159,7 +220,37 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
   metrics.update({f"data/{k}": float(v) for k, v in prompts.get("data_stats", {}).items()})
   group_stats = rl.finalize_metrics(rl.group_metrics(jnp.asarray(grouped_rewards), jnp.asarray(group_mask)))
   metrics["rollout/zero_advantage_group_frac"] = float(group_stats["zero_advantage_group_frac"])
-  return Rollout(batch=learner, rewards=grouped_rewards, metrics=metrics, completions=texts, samples=samples)
+  return Rollout(batch=learner, rewards=grouped_rewards, metrics=metrics,
+                 completions=[m[4] for _, g in flat_groups for m in g], samples=samples)
+
+
+def _has_variance(group) -> bool:
+  """The group's included rewards are not all equal (DAPO dynamic sampling keeps such groups)."""
+  values = [reward for reward, included, *_ in group if included]
+  return len(values) > 1 and max(values) > min(values)
+
+
+def _sample_columns(batch: dict[str, Any], specs: list[RewardSample]) -> np.ndarray:
+  """bool [samples, completion_len]: the completion tokens each sample trains."""
+  mask = np.asarray(batch["completion_mask"]).astype(bool)
+  failed = np.asarray(batch.get("episode_failed", np.zeros(len(mask), bool)))
+  turn_index = batch.get("turn_index")
+  out = np.zeros((len(specs), mask.shape[1]), bool)
+  for i, spec in enumerate(specs):
+    if failed[spec.row]:
+      continue
+    out[i] = mask[spec.row] if spec.turns is None else mask[spec.row] & np.isin(turn_index[spec.row], spec.turns)
+  return out
+
+
+def _sample_texts(batch: dict[str, Any], specs: list[RewardSample], decode) -> list[str]:
+  """Each sample's completion text: its own, or the decoded completion of its row."""
+  missing = [i for i, spec in enumerate(specs) if spec.completion is None]
+  decoded = decode(np.asarray(batch["completion_ids"])[[specs[i].row for i in missing]]) if missing else []
+  texts = [spec.completion for spec in specs]
+  for i, text in zip(missing, decoded):
+    texts[i] = text
+  return texts
 
 
 def _on_every_process(done: bool) -> bool:
@@ -171,14 +262,16 @@ def _on_every_process(done: bool) -> bool:
   return bool(multihost_utils.process_allgather(np.bool_(done)).all())
 
 
-def _sample_records(completions: list[str], scores: scorer.BatchScores, included: np.ndarray) -> list[dict[str, Any]]:
-  """JSON-ready records of the first samples of a step, with what the reward said about each."""
+def _sample_records(completions: list[str], scores: scorer.BatchScores, included: np.ndarray,
+                    indices: list[int]) -> list[dict[str, Any]]:
+  """JSON-ready records of the first prompt's samples (`indices` into the step's samples), with
+  what the reward said about each."""
   errors = dict(scores.errors)
   status_names = {scorer.OK: "ok", scorer.ERROR: "error", scorer.TIMEOUT: "timeout"}
   return [{"completion": text, "reward": float(scores.totals[i]), "included": bool(included[i]),
            "status": status_names[int(scores.status[i])], "error": errors.get(i, ""),
            "components": {name: float(values[i]) for name, values in scores.components.items()},
-           "info": scores.infos[i]} for i, text in enumerate(completions)]
+           "info": scores.infos[i]} for text, i in zip(completions, indices)]
 
 
 class _Failures:

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 
 PACKED = {
-    "image": ("image_counts", "image_grid_thw", ("pixel_values",), ()),
-    "video": ("video_counts", "video_grid_thw", ("pixel_values_videos",), ("second_per_grid_ts",)),
+    "image": ("image_counts", "image_grid_thw", ("pixel_values",), ("image_item_ids",)),
+    "video": ("video_counts", "video_grid_thw", ("pixel_values_videos",), ("second_per_grid_ts", "video_item_ids")),
 }
 _PACKED_KEYS = {k for counts, grid, patches, per_item in PACKED.values() for k in (counts, grid, *patches, *per_item)}
 

@@ -13,7 +13,8 @@ import numpy as np
 from r1jax import sharding
 from r1jax.models import vlm
 from r1jax.models.vision import vision_grid
-from r1jax.sampling import Prompt, SampleOutput, learner_inputs
+from r1jax.envs.runner import Trajectory
+from r1jax.sampling import Prompt, PromptBatch, SampleOutput
 from r1jax.train import rows
 
 
@@ -30,6 +31,7 @@ class SequenceBuilder:
     self.config = model.config
     self.pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
     self._prompts_seen = 0  # the next `prompt_id`: ids never repeat across calls (sampling rounds)
+    self._items_seen = 0  # the next vision item id (`trajectory_batch`)
 
   # ------------------------------------------------------------------ sampler side
 
@@ -63,68 +65,172 @@ class SequenceBuilder:
   # ------------------------------------------------------------------ learner side
 
   def learner_batch(self, batch: dict[str, Any], output: SampleOutput, num_samples: int) -> dict[str, Any]:
-    """Rows prompt-major (row = prompt * G + g): prompt + completion, masks, positions, vision,
-    the sampler's log-probs, and each prompt's ground truth / reward context repeated G times.
+    """The learner rows of single-turn samples: each row's completion is its one action."""
+    tokens, logprobs, lengths = (np.asarray(x) for x in (output.tokens, output.logprobs, output.lengths))
+    trajectories = [Trajectory(actions=[(tokens[r, :lengths[r]], logprobs[r, :lengths[r]])])
+                    for r in range(len(tokens))]
+    return self.trajectory_batch(batch, output.prompts, trajectories, num_samples, tokens.shape[1])
 
-    `prompt_id` [rows] names the prompt a row continues, unique over every call of this builder:
-    rows of different sampling rounds (DAPO dynamic sampling) never share an id, so
-    `shared_vision` never gives a row another prompt's pixels.
+  def trajectory_batch(self, batch: dict[str, Any], prompts: PromptBatch, trajectories: list[Trajectory],
+                       num_samples: int, width: int) -> dict[str, Any]:
+    """Rows prompt-major (row = prompt * G + g): the prompt, then the row's actions and
+    observations in order, right-padded to `width` completion columns.
+
+    Returns host arrays:
+      input_ids / attention_mask [rows, P + width]; positions [rows, P + width] or [3, rows,
+      P + width]: an action token continues one past the token before it, an observation's
+      tokens are positioned as `vlm.get_rope_index` positions them after what came before (so
+      these are the sampler's positions, and those of a no-cache forward over the trajectory);
+      completion_ids / completion_mask / sampler_logprobs [rows, width]: completion_mask is the
+      action mask (observation tokens and padding 0), sampler log-probs 0 off actions;
+      the packed vision inputs of each row, its prompt's items then its observations' items,
+      with `image_item_ids` / `video_item_ids` [items] (equal ids: identical items, e.g. a
+      prompt's video in its G rows, so `shared_vision` encodes it once); `prompt_id` [rows],
+      unique over every call of this builder (rows of different sampling rounds never share
+      one); each prompt's ground truth / reward context / example id repeated G times.
     """
-    inputs = learner_inputs(output)
-    completion_len = output.tokens.shape[1]
+    rows, length = len(trajectories), prompts.length
+    repeat = np.repeat(np.arange(prompts.batch_size), num_samples)
+    ids = np.full((rows, width), self.pad_id, np.int32)
+    real = np.zeros((rows, width), bool)
+    action = np.zeros((rows, width), bool)
+    logprobs = np.zeros((rows, width), np.float32)
+    multimodal = prompts.positions.ndim == 3
+    positions = np.zeros((3 if multimodal else 1, rows, width), np.int32)
+    starts = length + np.asarray(prompts.decode_deltas)[repeat]
+    for row, trajectory in enumerate(trajectories):
+      column, position = 0, int(starts[row])
+      for kind, tokens, token_logprobs, observation in trajectory.segments():
+        n = len(tokens)
+        if column + n > width:
+          raise ValueError(f"row {row}'s trajectory needs more than the {width} completion columns")
+        ids[row, column:column + n], real[row, column:column + n] = tokens, True
+        if kind == "action":
+          action[row, column:column + n], logprobs[row, column:column + n] = True, token_logprobs
+          positions[:, row, column:column + n] = position + np.arange(n)
+          position += n
+        else:
+          positions[:, row, column:column + n] = self._observation_positions(observation, multimodal) + position
+          position = int(positions[:, row, column:column + n].max()) + 1
+        column += n
+      positions[:, row, column:] = position + np.arange(width - column)  # padding: slots after the end
+    prompt_positions = prompts.positions[:, repeat] if multimodal else prompts.positions[repeat][None]
+    all_positions = np.concatenate([prompt_positions, positions], axis=2)
     out = {
-        "input_ids": np.asarray(inputs.input_ids),
-        "attention_mask": np.asarray(inputs.attention_mask),
-        "positions": np.asarray(inputs.positions),
-        "completion_mask": np.asarray(inputs.completion_mask)[:, -completion_len:],
-        "completion_ids": np.asarray(output.tokens),
-        "sampler_logprobs": np.asarray(output.logprobs, np.float32),
+        "input_ids": np.concatenate([prompts.input_ids[repeat], ids], axis=1),
+        "attention_mask": np.concatenate([prompts.attention_mask[repeat], real], axis=1),
+        "positions": all_positions if multimodal else all_positions[0],
+        "completion_mask": action,
+        "completion_ids": ids,
+        "sampler_logprobs": logprobs,
+        "prompt_id": self._prompts_seen + repeat,
     }
-    for key, value in inputs.vision.items():
-      out[key] = np.asarray(value)
-    repeat = np.repeat(np.arange(len(batch["input_ids"])), num_samples)
-    out["prompt_id"] = self._prompts_seen + repeat
-    self._prompts_seen += len(batch["input_ids"])
-    for key in ("image_counts", "video_counts"):
-      if key in batch and batch[key] is not None and out.get("pixel_values" if key == "image_counts"
-                                                             else "pixel_values_videos") is not None:
-        out[key] = np.asarray(batch[key])[repeat]
+    self._prompts_seen += prompts.batch_size
+    if self.config.is_multimodal:
+      out.update(self._trajectory_vision(prompts, trajectories, repeat))
     for key in ("ground_truth", "reward_context", "example_id"):
       if key in batch:
         out[key] = [batch[key][r] for r in repeat]
     return out
 
-  def shared_vision(self, batch: dict[str, Any]) -> dict[str, Any]:
-    """Packs each prompt's vision inputs once for rows that continue the same prompt.
+  def _observation_positions(self, observation: Prompt, multimodal: bool) -> np.ndarray:
+    """[axes, n] positions of an observation's tokens from 0 (M-RoPE runs for its vision items)."""
+    n = len(observation.input_ids)
+    if not multimodal:
+      return np.arange(n)[None]
+    positions, _ = vlm.get_rope_index(self.config, np.asarray(observation.input_ids)[None],
+                                      observation.image_grid_thw, observation.video_grid_thw,
+                                      observation.second_per_grid_ts)
+    return positions[:, 0]
 
-    Rows with equal `prompt_id` (the G samples of a prompt) carry identical pixel values; the
-    result keeps those of the first such row only and adds `image_embed_index` /
+  def _trajectory_vision(self, prompts: PromptBatch, trajectories: list[Trajectory], repeat) -> dict[str, Any]:
+    """Each row's vision items packed in row order: its prompt's, then its observations'."""
+    out = {}
+    for kind, (counts_key, grid_key, (pixels_key,), _) in rows.PACKED.items():
+      if getattr(prompts, grid_key) is None:
+        prompt_grids = [np.zeros((0, 3), np.int64)] * prompts.batch_size
+        prompt_pixels, prompt_seconds = [None] * prompts.batch_size, [None] * prompts.batch_size
+      else:
+        prompt_grids = _split(getattr(prompts, grid_key), getattr(prompts, counts_key))
+        prompt_pixels = self._split_pixels(getattr(prompts, pixels_key), prompt_grids)
+        prompt_seconds = _split(prompts.second_per_grid_ts, prompts.video_counts) if kind == "video" else []
+      prompt_ids = [self._items_seen + np.arange(len(g)) + sum(len(x) for x in prompt_grids[:p])
+                    for p, g in enumerate(prompt_grids)]
+      self._items_seen += sum(len(g) for g in prompt_grids)
+      grids, pixels, seconds, item_ids, counts = [], [], [], [], []
+      for row, trajectory in enumerate(trajectories):
+        p = repeat[row]
+        row_grids = [prompt_grids[p]] if prompt_grids and len(prompt_grids[p]) else []
+        row_pixels = [prompt_pixels[p]] if row_grids else []
+        row_seconds = [prompt_seconds[p]] if row_grids and kind == "video" else []
+        row_ids = [prompt_ids[p]] if row_grids else []
+        for observation in trajectory.observations:
+          grid = getattr(observation, grid_key)
+          if grid is None or not len(grid):
+            continue
+          row_grids.append(np.asarray(grid).reshape(-1, 3))
+          row_pixels.append(np.asarray(getattr(observation, pixels_key), np.float32))
+          if kind == "video":
+            row_seconds.append(np.ones(len(grid), np.float32) if observation.second_per_grid_ts is None
+                               else np.asarray(observation.second_per_grid_ts, np.float32))
+          row_ids.append(self._items_seen + np.arange(len(grid)))
+          self._items_seen += len(grid)
+        counts.append(sum(len(g) for g in row_grids))
+        grids += row_grids
+        pixels += row_pixels
+        seconds += row_seconds
+        item_ids += row_ids
+      if not sum(counts):
+        continue
+      out[counts_key] = np.asarray(counts, np.int64)
+      out[grid_key] = np.concatenate(grids).astype(np.int64)
+      out[pixels_key] = np.concatenate(pixels).astype(np.float32)
+      out[f"{kind}_item_ids"] = np.concatenate(item_ids).astype(np.int64)
+      if kind == "video":
+        out["second_per_grid_ts"] = np.concatenate(seconds).astype(np.float32)
+    return out
+
+  def shared_vision(self, batch: dict[str, Any]) -> dict[str, Any]:
+    """Packs every distinct vision item once: a prompt's video once for its G rows.
+
+    Items with equal `image_item_ids` / `video_item_ids` (`trajectory_batch`) carry identical
+    pixel values; without item ids, rows with equal `prompt_id` share all their items. The
+    result keeps the first copy of each item only and adds `image_embed_index` /
     `video_embed_index`, int32 [sum of the rows' vision tokens]: where each row's merged vision
     tokens are in the features of the kept pixel values (see `learner.hidden_states`).
     """
     if "prompt_id" not in batch:
       return batch
+    item_keys = ("prompt_id", "image_item_ids", "video_item_ids")
+    out = {k: v for k, v in batch.items() if k not in item_keys}
     if not self.config.is_multimodal:
-      return {k: v for k, v in batch.items() if k != "prompt_id"}
+      return out
     prompt_id = np.asarray(batch["prompt_id"])
-    _, first = np.unique(prompt_id, return_index=True)
-    kept = np.sort(first)
-    unique = rows.take_rows(batch, kept)
-    source = {int(prompt_id[r]): position for position, r in enumerate(kept)}
-    out = {k: v for k, v in batch.items() if k != "prompt_id"}
     merge = self.config.vision.spatial_merge_size ** 2
-    for kind, (counts_key, grid_key, (pixels_key,), item_keys) in rows.PACKED.items():
+    for kind, (counts_key, grid_key, (pixels_key,), per_item_keys) in rows.PACKED.items():
       if batch.get(pixels_key) is None or counts_key not in batch:
         continue
-      counts = np.asarray(unique[counts_key])
-      tokens = np.asarray(unique[grid_key]).reshape(-1, 3).prod(axis=1) // merge
-      per_row = np.array([t.sum() for t in np.split(tokens, np.cumsum(counts)[:-1])], np.int64)
-      start = np.concatenate([[0], np.cumsum(per_row)])
+      counts = np.asarray(batch[counts_key])
+      grid = np.asarray(batch[grid_key]).reshape(-1, 3)
+      ids = batch.get(f"{kind}_item_ids")
+      if ids is None:  # the k-th item of every row of a prompt is the same item
+        ids = np.concatenate([prompt_id[r] * (1 << 20) + np.arange(c) for r, c in enumerate(counts)] or [[]])
+      ids = np.asarray(ids, np.int64)
+      _, first = np.unique(ids, return_index=True)
+      kept = np.sort(first)
+      tokens = grid.prod(axis=1) // merge
+      feature_start = dict(zip(ids[kept].tolist(), np.concatenate([[0], np.cumsum(tokens[kept])[:-1]]).tolist()))
       out[f"{kind}_embed_index"] = np.concatenate(
-          [np.arange(start[u], start[u + 1]) for u in (source[int(p)] for p in prompt_id)]).astype(np.int32)
-      for key in (grid_key, pixels_key, *item_keys):
-        if key in unique:
-          out[key] = unique[key]
+          [np.arange(feature_start[int(i)], feature_start[int(i)] + t) for i, t in zip(ids, tokens)]
+          or [np.zeros(0, np.int64)]).astype(np.int32)
+      patches = grid.prod(axis=1)
+      first_patch = np.concatenate([[0], np.cumsum(patches)])
+      out[pixels_key] = np.concatenate([np.asarray(batch[pixels_key])[first_patch[i]:first_patch[i + 1]]
+                                        for i in kept])
+      out[grid_key] = grid[kept]
+      for key in per_item_keys:
+        if key in batch and key not in item_keys:
+          out[key] = np.asarray(batch[key])[kept]
       out[counts_key] = counts
     return out
 

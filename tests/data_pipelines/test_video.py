@@ -105,14 +105,20 @@ def test_seeking_matches_full_decoding(videos, name):
   assert [media.read_counter(f) for f in sought] == expected.tolist()
 
 
-def test_overlay_draws_integer_second():
+def test_overlay_draws_integer_second_in_red_at_bottom_right():
   frames = np.zeros((3, 56, 84, 3), np.uint8)
-  stamped = video.overlay_timestamps(frames, np.array([0.5, 3.2, 3.9]))
-  assert stamped[0].max() > 200  # text drawn
+  stamped = video.overlay_timestamps(frames, np.array([0.5, 3.2, 13.9]))
+  red = (stamped[..., 0] > 150) & (stamped[..., 1] < 80) & (stamped[..., 2] < 80)
+  assert red[0].sum() > 5 and not (stamped[..., 1:] > 0).any()  # red text only, nothing else
+  ys, xs = np.nonzero(red[2])
+  assert ys.min() > 56 * 2 // 3 and xs.min() > 84 // 2  # LOVE-R1: the bottom right
+  assert xs.max() < 84 and red[2].sum() > red[1].sum()  # "13" is wider than "3"
   assert not np.array_equal(stamped[0], stamped[1])  # "0" vs "3"
-  np.testing.assert_array_equal(stamped[1], stamped[2])  # both second 3
-  np.testing.assert_array_equal(stamped[:, 40:, 60:], 0)  # bottom-right untouched
+  np.testing.assert_array_equal(stamped[:, :28, :], 0)  # the top half untouched
   np.testing.assert_array_equal(frames, 0)  # input not modified
+  # The font is min(H, W) / 8 (at least 6 px), so the stamp scales with the frame.
+  big = video.overlay_timestamps(np.zeros((1, 224, 336, 3), np.uint8), np.array([13.0]))
+  assert (big[..., 0] > 150).sum() > 8 * red[2].sum()
 
 
 @pytest.mark.parametrize("content", [None, b"not a video at all"])
@@ -133,7 +139,8 @@ def test_two_resolution_sample_layout_and_grids(tmp_path, tokenizer):
   sample = video.sample_two_resolution(path, (2, 6))
   overview, zoom = sample.overview, sample.zoom
   # LOVE-R1: min(2 * 8 s, 768) overview frames at <= 2*32*28*28 pixels (video < 60 s), stamped;
-  # min(2 * 4 s, 16) zoom frames of [2, 6) at <= 256*28*28 pixels.
+  # min(2 * 4 s, 16) zoom frames of [2, 6) at <= 256*28*28 pixels, stamped too (the red second
+  # sits at the bottom right, off the counter blocks' centres).
   assert overview.frames.shape == (16, *processing.smart_resize(240, 320, 28, 4 * 784,
                                                                 2 * 32 * 784), 3)
   assert zoom.frames.shape == (8, *processing.smart_resize(240, 320, 28, 4 * 784, 256 * 784), 3)
@@ -156,6 +163,23 @@ def test_two_resolution_sample_layout_and_grids(tmp_path, tokenizer):
   first_end = text.index("<|vision_end|>")
   label = text.index("Subset zoom-in video clip [2, 6]:")
   assert first_end < text.index("What happens?") < label < text.rindex("<|vision_start|>")
+
+
+def test_love_r1_samplings_are_the_reward_budgets():
+  from r1jax.rewards import love_r1
+
+  for duration, caps in [(30.0, {}), (383.9, {}), (300.0, dict(max_frames=64, max_pixels=784))]:
+    budget, sampling = love_r1.overview_budget(duration, **caps), video.love_r1_overview_sampling(
+        duration, **caps)
+    assert (sampling.num_frames, sampling.max_pixels) == (budget.num_frames, budget.max_pixels)
+    assert sampling.overlay_timestamps and sampling.min_pixels <= sampling.max_pixels
+  for t1, t2, caps in [(10, 15, {}), (0, 60, {}), (0, 20, dict(max_frames=4, max_pixels=12544))]:
+    budget, sampling = love_r1.zoom_budget(t1, t2, **caps), video.love_r1_zoom_sampling(
+        t1, t2, **caps)
+    assert (sampling.num_frames, sampling.max_pixels) == (budget.num_frames, budget.max_pixels)
+    assert sampling.overlay_timestamps  # the released trainer stamps zoom clips too
+  assert video.zoom_clip_label(12.7, 40) == love_r1.zoom_clip_caption(12.7, 40) == (
+      "Subset zoom-in video clip [12, 40]:")
 
 
 class _CountingContainer:

@@ -42,6 +42,15 @@ def test_zoom_budget(t1, t2, frames):
   assert (budget.num_frames, budget.max_pixels) == (frames, 256 * 28 * 28)
 
 
+def test_budget_caps_replace_the_papers():
+  # Smaller models cap the frames and pixels; the 2-frames-per-second rate stays.
+  assert love_r1.overview_budget(300.0, max_frames=64, max_pixels=28 * 28) == love_r1.FrameBudget(64, 784)
+  assert love_r1.overview_budget(10.0, max_frames=64).num_frames == 20
+  assert love_r1.overview_budget(30.0, max_pixels=784).max_pixels == 784  # no doubling either
+  assert love_r1.zoom_budget(0, 20, max_frames=4, max_pixels=112 * 112) == love_r1.FrameBudget(4, 12544)
+  assert love_r1.zoom_budget(0, 1, max_frames=4).num_frames == 2
+
+
 def test_budgets_reject_bad_times():
   with pytest.raises(ValueError, match="duration"):
     love_r1.overview_budget(0.2)

@@ -1,0 +1,191 @@
+"""The episode runner: samples G episodes per prompt, turn by turn, with an environment between turns.
+
+    prompts --prefill/decode--> actions --env.step--> observations --extend/decode--> actions ...
+
+Every row of the sampler is one episode. After each turn the actions are decoded and handed to
+the environment (worker threads, `env.timeout_s` per step); an episode it continues gets its
+observation appended to the row's cache (`Sampler.extend`: token-in/token-out, the sampled tokens
+are kept as sampled and the observation is tokenised once as a chat-template delta). When every
+episode has ended, each row becomes one learner row: the prompt, then its actions and
+observations in order (`Trajectory`), with an action mask so that observation tokens never
+enter the loss.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from r1jax.envs.base import FAILED, Environment, Episode, Status, StepResult
+from r1jax.envs.observations import ObservationEncoder
+from r1jax.rewards import scorer
+from r1jax.sampling import Prompt, PromptBatch, SamplingControls
+
+
+@dataclasses.dataclass
+class Trajectory:
+  """One row's completion region: actions and observations in order.
+
+  Attributes:
+    actions: per turn, (tokens int32 [n], sampler log-probs float32 [n]), the stop token included.
+    observations: per continued turn, the observation `Prompt` (tokens and vision inputs).
+  """
+
+  actions: list[tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=list)
+  observations: list[Prompt] = dataclasses.field(default_factory=list)
+
+  def segments(self):
+    """(kind, tokens, log-probs or None, prompt or None) in order: action, observation, action, ..."""
+    for turn, (tokens, logprobs) in enumerate(self.actions):
+      yield "action", tokens, logprobs, None
+      if turn < len(self.observations):
+        yield "observation", self.observations[turn].input_ids, None, self.observations[turn]
+
+
+@dataclasses.dataclass
+class Episodes:
+  """What one call of the runner produced, rows prompt-major (row = prompt * G + g)."""
+
+  episodes: list[Episode]
+  trajectories: list[Trajectory]
+  prompts: PromptBatch  # the left-padded prompts the rows continue
+  completion_width: int  # the learner's completion columns (fixed by the env and the budget)
+  stats: dict[str, float]
+
+
+def status_counts(episodes: Sequence[Episode]) -> dict[str, float]:
+  """`episode/<status>`: how many episodes ended each way."""
+  return {f"episode/{status.value}": float(sum(e.status == status for e in episodes)) for status in Status}
+
+
+def completion_width(env: Environment, max_new_tokens: int) -> int:
+  """Columns of a trajectory after the prompt: every turn's budget and every observation's."""
+  return env.max_turns * max_new_tokens + (env.max_turns - 1) * env.max_observation_tokens
+
+
+class EpisodeRunner:
+  """Runs episodes of `env` for prompt batches (see the module docstring).
+
+  Args:
+    sampler: the policy's `Sampler` (single-process mesh for multi-turn environments).
+    env: the environment; `SingleTurn` for single-step recipes.
+    controls: sampling controls of every turn.
+    decode: token rows -> texts (the actions the environment reads).
+    encoder: turns observations into tokens; required when `env.max_turns > 1`.
+    num_workers: threads running environment steps.
+  """
+
+  def __init__(self, sampler, env: Environment, controls: SamplingControls, decode: Callable[[np.ndarray], list[str]],
+               encoder: ObservationEncoder | None = None, num_workers: int = 4):
+    if env.max_turns < 1:
+      raise ValueError(f"environment {type(env).__name__} has max_turns={env.max_turns}; it must be >= 1")
+    if env.max_turns > 1 and encoder is None:
+      raise ValueError(f"environment {type(env).__name__} has {env.max_turns} turns: the runner needs an "
+                       "ObservationEncoder to tokenise its observations")
+    self.sampler, self.env, self.controls, self.decode, self.encoder = sampler, env, controls, decode, encoder
+    self.num_workers = num_workers
+
+  def __call__(self, params, prompts: Sequence[Prompt], contexts: Sequence[dict], ground_truths: Sequence[Any], *,
+               num_samples: int, key: jax.Array) -> Episodes:
+    rows = len(prompts) * num_samples
+    env, max_new = self.env, self.controls.max_new_tokens
+    repeat = lambda values: [values[r // num_samples] for r in range(rows)]
+    episodes = [Episode(context=c) for c in repeat(list(contexts))]
+    for episode, truth in zip(episodes, repeat(list(ground_truths))):
+      episode.state = env.reset(episode.context, truth)
+    trajectories = [Trajectory() for _ in range(rows)]
+    multi_turn = env.max_turns > 1
+    prefilled = self.sampler.prefill(params, prompts, num_samples=num_samples, max_new_tokens=max_new)
+    first_prompts = prefilled.prompts
+    active = np.ones(rows, bool)
+    stats = {"episode/turns": 0.0}
+    for turn in range(env.max_turns):
+      out = self.sampler.decode(params, prefilled, key=jax.random.fold_in(key, turn), controls=self.controls,
+                                keep_cache=multi_turn and turn + 1 < env.max_turns)
+      tokens, logprobs, lengths = (np.asarray(x) for x in (out.tokens, out.logprobs, out.lengths))
+      texts = self.decode(tokens[active])
+      for row, text in zip(np.flatnonzero(active), texts):
+        trajectories[row].actions.append((tokens[row, :lengths[row]].copy(), logprobs[row, :lengths[row]].copy()))
+        episodes[row].actions.append(text)
+      if turn == 0:
+        stats["rollout/truncated_frac"] = float(np.mean(~np.asarray(out.finished)))
+      stats["episode/turns"] += float(active.sum()) / rows
+      observations = self._step(episodes, trajectories, active, turn)
+      active = np.array([o is not None for o in observations])
+      if not active.any():
+        break
+      prefilled = self.sampler.extend(params, out.continuation, observations, max_new_tokens=max_new)
+    stats.update(status_counts(episodes))
+    return Episodes(episodes, trajectories, first_prompts, completion_width(env, max_new) if multi_turn else max_new,
+                    stats)
+
+  def _step(self, episodes: list[Episode], trajectories: list[Trajectory], active: np.ndarray,
+            turn: int) -> list[Prompt | None]:
+    """Steps the active episodes; returns the observation of each row that continues, else None."""
+    env = self.env
+    rows = np.flatnonzero(active)
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(self.num_workers, len(rows)))) as pool:
+      outcomes = list(pool.map(lambda r: scorer.call_with_timeout(env.step, env.timeout_s, episodes[r], turn), rows))
+    observations: list[Prompt | None] = [None] * len(episodes)
+    for row, (status, value) in zip(rows, outcomes):
+      episode = episodes[row]
+      if status == scorer.TIMEOUT:
+        episode.status = Status.TIMEOUT
+        continue
+      if status == scorer.ERROR or not isinstance(value, StepResult):
+        episode.status = Status.ENV_ERROR
+        episode.error = (f"{type(value).__name__}: {value}" if status == scorer.ERROR
+                         else f"step returned {type(value).__name__}, not a StepResult")
+        continue
+      episode.infos.append(dict(value.info))
+      if value.done:
+        episode.status = Status.DONE
+      elif turn + 1 >= env.max_turns:
+        episode.status = Status.MAX_TURNS
+      else:
+        try:
+          observation = self.encoder.encode(value.observation, int(trajectories[row].actions[-1][0][-1]))
+        except Exception as error:  # noqa: BLE001  (a bad observation ends its episode, counted)
+          episode.status, episode.error = Status.ENV_ERROR, f"observation: {type(error).__name__}: {error}"
+          continue
+        if len(observation.input_ids) > env.max_observation_tokens:
+          episode.status = Status.CONTEXT_LIMIT
+          episode.error = (f"observation of {len(observation.input_ids)} tokens > max_observation_tokens="
+                           f"{env.max_observation_tokens}")
+          continue
+        trajectories[row].observations.append(observation)
+        observations[row] = observation
+    return observations
+
+
+def reward_fields(episodes: Episodes, env: Environment) -> dict[str, Any]:
+  """The rollout's per-sample fields of multi-turn episodes (`train.rollout.collect_rollout`).
+
+  Returns:
+    turn_index: int32 [rows, completion_width]: the turn of each action token, -1 elsewhere.
+    episode_failed: bool [rows]: an environment error or timeout (the row is masked).
+    reward_samples: `RewardSample`s from `env.samples` of every episode that did not fail; an
+      episode whose `samples` raises fails with ENV_ERROR.
+  """
+  from r1jax.train.rollout import RewardSample  # pylint: disable=g-import-not-at-top  (train imports envs)
+  rows = len(episodes.trajectories)
+  turn_index = np.full((rows, episodes.completion_width), -1, np.int32)
+  samples = []
+  for row, (episode, trajectory) in enumerate(zip(episodes.episodes, episodes.trajectories)):
+    column = 0
+    for turn, (tokens, _) in enumerate(trajectory.actions):
+      turn_index[row, column:column + len(tokens)] = turn
+      column += len(tokens) + (len(trajectory.observations[turn].input_ids) if turn < len(trajectory.observations)
+                               else 0)
+    if episode.status in FAILED:
+      continue
+    try:
+      samples += [RewardSample(row, sample) for sample in env.samples(episode)]
+    except Exception as error:  # noqa: BLE001  (counted and masked like a failed step)
+      episode.status, episode.error = Status.ENV_ERROR, f"samples: {type(error).__name__}: {error}"
+  failed = np.array([e.status in FAILED for e in episodes.episodes])
+  episodes.stats.update(status_counts(episodes.episodes))
+  return {"turn_index": turn_index, "episode_failed": failed, "reward_samples": samples}
