@@ -12,8 +12,9 @@ import json
 import os
 
 import data_pipelines
-from data_pipelines.tasks import letters, tvr
-from r1jax import processing, rewards
+from data_pipelines.tasks import letters, love_r1, love_r1_synthetic, tvr
+from r1jax import envs, processing, rewards
+from r1jax.envs.observations import ObservationEncoder
 from r1jax.sampling import Sampler
 from r1jax.tokenization import build_tokenizer, load_tokenizer, special_token_ids
 from r1jax.train import DataHooks, evaluate as evaluate_lib
@@ -21,11 +22,15 @@ from r1jax.train import DataHooks, evaluate as evaluate_lib
 TOKENIZER_CORPORA = {
     "letters": lambda: letters.corpus(),
     "star_tvr": lambda: tvr.text_corpus(tvr.TvrTask(prompt_style="short")) + tvr.text_corpus(tvr.TvrTask()),
+    "love_r1": lambda: love_r1_synthetic.text_corpus(),
 }
 
 
 def prepare(config, workdir: str) -> None:
-  """Resolves `build:` tokenizers and fills tokenizer-dependent model fields, in place."""
+  """Resolves `build:` tokenizers and fills tokenizer-dependent model fields, in place; a synthetic
+  dataset without a folder writes its files under `<workdir>/data`."""
+  if config.data.get("synthetic") is not None and not config.data.get("synthetic_dir"):
+    config.data.synthetic_dir = os.path.join(workdir, "data")
   if not config.tokenizer.startswith("build:"):
     return
   task = config.tokenizer[len("build:"):]
@@ -77,15 +82,20 @@ def data_hooks(config) -> DataHooks:
     if model not in samplers:
       samplers[model] = Sampler(model)  # pads with the config's pad_token_id
     results, samples = {}, {}
+    env = envs.get(stage_config.env.name)(stage_config, hooks)
+    encoder = ObservationEncoder(tokenizer, _vision_config(stage_config)) if env.max_turns > 1 else None
     for split, overrides in stage_config.eval.splits.items():
       split_config = stage_config.copy_and_resolve_references()
       split_config.data.update(dict(shuffle=False, num_epochs=1))
-      split_config.data.update(overrides.to_dict())
+      overrides = overrides.to_dict()
+      forced_prefix = overrides.pop("forced_prefix", "")  # e.g. LOVE-R1's no-zoom baseline
+      split_config.data.update(overrides)
       iterator = data_pipelines.make_prompt_iterator(split_config, tokenizer, _vision_config(split_config))
       try:
         metrics, completions = evaluate_lib.evaluate(
             model, params, tokenizer, iterator, reward_fn, max_new_tokens=stage_config.sampling.max_new_tokens,
-            stop_token_ids=tuple(stage_config.sampling.stop_token_ids), sampler=samplers[model])
+            stop_token_ids=tuple(stage_config.sampling.stop_token_ids), sampler=samplers[model], env=env,
+            encoder=encoder, forced_prefix=forced_prefix)
       finally:
         iterator.close()
       results.update({f"{split}/{k}": v for k, v in metrics.items()})
@@ -94,4 +104,6 @@ def data_hooks(config) -> DataHooks:
       json.dump(samples, f, indent=2)
     return results
 
-  return DataHooks(prompt_iterator=prompt_iterator, sft_iterator=sft_iterator, evaluate=evaluate)
+  hooks = DataHooks(prompt_iterator=prompt_iterator, sft_iterator=sft_iterator, evaluate=evaluate,
+                    video_clip=love_r1.video_clip)
+  return hooks

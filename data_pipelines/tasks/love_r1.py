@@ -268,6 +268,7 @@ class _Question:
   text: str  # question_text(...): what precedes ZOOM_INSTRUCTION
   problem_type: str | None
   options: list[str]
+  short_text: str = ""  # the problem and options without the type template (prompt_style 'short')
 
 
 def _question(fields: dict[str, Any], where: str) -> _Question:
@@ -277,7 +278,7 @@ def _question(fields: dict[str, Any], where: str) -> _Question:
     text = _text(user.get("content")) if user else None
     if not text:
       raise _bad(errors.MISSING_FIELD, where, "messages", "no user turn with text")
-    return _Question(text, fields.get("problem_type"), list(fields.get("options") or []))
+    return _Question(text, fields.get("problem_type"), list(fields.get("options") or []), text)
   problem = fields.get("problem")
   if not isinstance(problem, str) or not problem:
     raise _bad(errors.MISSING_FIELD, where, "problem", "missing or not text")
@@ -288,7 +289,8 @@ def _question(fields: dict[str, Any], where: str) -> _Question:
   options = fields.get("options") or []
   if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
     raise _bad(errors.BAD_RECORD, where, "options", "expected a list of strings")
-  return _Question(question_text(problem, options, problem_type), problem_type, options)
+  return _Question(question_text(problem, options, problem_type), problem_type, options,
+                   question_text(problem, options, problem_type)[:-len(TYPE_TEMPLATE[problem_type]) or None])
 
 
 def _duration(fields: dict[str, Any], source, where: str) -> float:
@@ -324,16 +326,25 @@ def assistant_turns(fields: dict[str, Any]) -> list[str]:
           if isinstance(m, dict) and m.get("role") == "assistant"]
 
 
-def _step1_messages(question: str, duration: float, earlier: list[list[float]]) -> list[dict]:
+# Prompt styles: the released texts, or short ones for a tiny model trained from scratch (the
+# embedded default), which reads the same task in a third of the tokens.
+PROMPT_STYLES = ("released", "short")
+SHORT_SYSTEM_MESSAGE = "Red numbers are seconds."
+SHORT_ZOOM_INSTRUCTION = "\nAnswer \\boxed{letter} or zoom \\boxed{[start, end]}."
+
+
+def _step1_messages(question: str, duration: float, earlier: list[list[float]], style: str) -> list[dict]:
   content = [{"type": "text", "text": full_video_caption(duration)}, {"type": "video"}]
   for t1, t2 in earlier:
     content += [{"type": "text", "text": zoom_caption(t1, t2)}, {"type": "video"}]
-  content.append({"type": "text", "text": question + ZOOM_INSTRUCTION})
-  return [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": content}]
+  instruction, system = ((ZOOM_INSTRUCTION, SYSTEM_MESSAGE) if style == "released"
+                         else (SHORT_ZOOM_INSTRUCTION, SHORT_SYSTEM_MESSAGE))
+  content.append({"type": "text", "text": question + instruction})
+  return [{"role": "system", "content": system}, {"role": "user", "content": content}]
 
 
 def to_example(record: Any, *, mode: str = "rl", video_dir: str = "",
-               budgets: FrameBudgets = FrameBudgets()) -> Example:
+               budgets: FrameBudgets = FrameBudgets(), prompt_style: str = "released") -> Example:
   """One LOVE-R1 record (a RawRecord, or a `CotStep` in mode 'sft') → an Example.
 
   See the module docstring for the prompt, the ground truth and the context.
@@ -379,7 +390,8 @@ def to_example(record: Any, *, mode: str = "rl", video_dir: str = "",
       raise _bad(errors.BAD_RECORD, where, "messages", "the step text starts with neither "
                  f"prefix {prefixes()}")
 
-  messages = _step1_messages(question.text, duration, earlier)
+  messages = _step1_messages(question.text if prompt_style == "released" else question.short_text, duration,
+                             earlier, prompt_style)
   videos = [VideoRef(source, sampling=budgets.overview(duration))]
   videos += [zoom_ref(source, t1, t2, duration, budgets) for t1, t2 in earlier]
   if step == 2:

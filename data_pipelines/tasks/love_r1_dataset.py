@@ -17,7 +17,7 @@ from typing import Any
 from data_pipelines import sources
 from data_pipelines.config import DataConfig
 from data_pipelines.registry import DatasetSpec, register_dataset
-from data_pipelines.tasks import love_r1
+from data_pipelines.tasks import love_r1, love_r1_synthetic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +51,11 @@ class CotSteps:
     return CotStep(self._records[record], step)
 
 
-OPTIONS = dict(mode="rl", video_dir="", overview_max_frames=0, overview_max_pixels=0,
-               zoom_max_frames=0, zoom_max_pixels=0)
+OPTIONS = dict(mode="rl", video_dir="", prompt_style="released", overview_max_frames=0, overview_max_pixels=0,
+               zoom_max_frames=0, zoom_max_pixels=0,
+               # The synthetic task (love_r1_synthetic.py), written on first use into synthetic_dir.
+               synthetic="", synthetic_items=0, synthetic_dir="", synthetic_test_size=200,
+               synthetic_min_slots=6, synthetic_max_slots=15, imperfect_fraction=0.3)
 
 
 @register_dataset("love_r1", options=OPTIONS)
@@ -64,13 +67,34 @@ def build_love_r1(cfg: DataConfig) -> DatasetSpec:
   zoom_max_frames, zoom_max_pixels (caps on the paper's frame rules; 0 = the paper's).
   """
   options: dict[str, Any] = dict(cfg.options)
-  if not cfg.path:
-    raise ValueError("dataset 'love_r1' needs config.data.path (the JSON / JSONL records)")
+  path = cfg.path
+  if options["synthetic"]:
+    path = _write_synthetic(cfg, options)
+  elif not path:
+    raise ValueError("dataset 'love_r1' needs config.data.path (the JSON / JSONL records) or "
+                     "config.data.synthetic='train' | 'test' (the synthetic task)")
+  if options["prompt_style"] not in love_r1.PROMPT_STYLES:
+    raise ValueError(f"config.data.prompt_style={options['prompt_style']!r} must be one of {love_r1.PROMPT_STYLES}")
   if options["mode"] not in love_r1.MODES:
     raise ValueError(f"config.data.mode={options['mode']!r} must be one of {love_r1.MODES}")
   budgets = love_r1.FrameBudgets.from_options(options)
-  records = sources.file_source(cfg.path)
+  records = sources.file_source(path)
   source = CotSteps(records) if options["mode"] == "sft" else records
   return DatasetSpec(source=source, to_example=functools.partial(
       love_r1.to_example, mode=options["mode"],
-      video_dir=options["video_dir"] or cfg.layout.media_root, budgets=budgets))
+      video_dir=options["video_dir"] or cfg.layout.media_root, budgets=budgets,
+      prompt_style=options["prompt_style"]))
+
+
+def _write_synthetic(cfg: DataConfig, options: dict[str, Any]) -> str:
+  """Writes (or reuses) the synthetic split and returns its records file for the mode."""
+  split, items = options["synthetic"], options["synthetic_items"]
+  if split not in love_r1_synthetic.SPLITS or items < 1 or not options["synthetic_dir"]:
+    raise ValueError(f"config.data.synthetic={split!r} needs one of {love_r1_synthetic.SPLITS}, "
+                     f"synthetic_items >= 1 (got {items}) and synthetic_dir (got {options['synthetic_dir']!r})")
+  task = love_r1_synthetic.LongVideoTask(min_slots=options["synthetic_min_slots"],
+                                         max_slots=options["synthetic_max_slots"])
+  out = love_r1_synthetic.write_split(options["synthetic_dir"], split, items, task=task, seed=cfg.seed,
+                                      test_size=options["synthetic_test_size"],
+                                      imperfect_fraction=options["imperfect_fraction"])
+  return out["cot"] if options["mode"] == "sft" else out["rl"]

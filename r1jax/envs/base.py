@@ -129,8 +129,14 @@ class Environment:
 
   def samples(self, episode: Episode) -> list[Sample]:
     """The reward samples of an ended episode: by default one that scores the last action and
-    trains every turn."""
+    trains every turn. The first sample is the episode's headline in evaluation."""
     return [Sample(turns=tuple(range(len(episode.actions))), completion=episode.actions[-1])]
+
+  def episode_metrics(self, episode: Episode) -> dict[str, float]:
+    """Evaluation metrics of an ended episode beyond its reward (averaged over the episodes
+    that report them)."""
+    del episode
+    return {}
 
 
 class SingleTurn(Environment):

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from r1jax import envs
 from r1jax.envs.base import Environment, Episode, Observation, Sample, StepResult
 from r1jax.rewards import love_r1 as reward
+from r1jax.rewards.geometry import interval_iou
 
 
 class LoveR1(Environment):
@@ -44,7 +45,7 @@ class LoveR1(Environment):
     # Zooms the record already took: their clips are in the prompt (the released `zoomin_intervals`).
     earlier = [[float(t) for t in zoom] for zoom in (context.get("zoomin_intervals") or ())]
     return {"duration": float(ground_truth["duration"]), "grounding": bool(ground_truth.get("tgt")),
-            "earlier": earlier}
+            "earlier": earlier, "clues": [tuple(map(float, c)) for c in (ground_truth.get("clue_intervals") or ())]}
 
   def step(self, episode: Episode, turn: int) -> StepResult:
     request = reward.zoom_request(episode.actions[turn], grounding=episode.state["grounding"])
@@ -60,6 +61,14 @@ class LoveR1(Environment):
     return StepResult(done=False, observation=Observation(content, videos=[frames], video_fps=[fps],
                                                           max_pixels=max_pixels),
                       info={"action": "zoom", "zoom": [t1, t2]})
+
+  def episode_metrics(self, episode: Episode) -> dict[str, float]:
+    """zoom_iou: the valid zoom's best IoU with the record's true intervals (`clue_intervals`),
+    for episodes that zoomed into a clip."""
+    zoom = episode.infos[0].get("zoom") if episode.infos and episode.infos[0].get("action") == "zoom" else None
+    if zoom is None or not episode.state["clues"]:
+      return {}
+    return {"zoom_iou": max(interval_iou(tuple(zoom), clue) for clue in episode.state["clues"])}
 
   def samples(self, episode: Episode) -> list[Sample]:
     first, earlier = episode.actions[0], episode.state["earlier"]

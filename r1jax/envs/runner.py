@@ -89,7 +89,17 @@ class EpisodeRunner:
     self.num_workers = num_workers
 
   def __call__(self, params, prompts: Sequence[Prompt], contexts: Sequence[dict], ground_truths: Sequence[Any], *,
-               num_samples: int, key: jax.Array) -> Episodes:
+               num_samples: int, key: jax.Array, forced_prefix: tuple[np.ndarray, str] | None = None) -> Episodes:
+    """Runs G episodes of every prompt.
+
+    `forced_prefix` (token ids, text): appended to every prompt, so every first action starts
+    with it (e.g. LOVE-R1's answer prefix for a no-zoom baseline); the environment and the
+    reward see the text in front of the sampled action.
+    """
+    if forced_prefix is not None:
+      ids, _ = forced_prefix
+      prompts = [dataclasses.replace(p, input_ids=np.concatenate([np.asarray(p.input_ids), ids]).astype(np.int32))
+                 for p in prompts]
     rows = len(prompts) * num_samples
     env, max_new = self.env, self.controls.max_new_tokens
     repeat = lambda values: [values[r // num_samples] for r in range(rows)]
@@ -107,6 +117,8 @@ class EpisodeRunner:
                                 keep_cache=multi_turn and turn + 1 < env.max_turns)
       tokens, logprobs, lengths = (np.asarray(x) for x in (out.tokens, out.logprobs, out.lengths))
       texts = self.decode(tokens[active])
+      if turn == 0 and forced_prefix is not None:
+        texts = [forced_prefix[1] + text for text in texts]
       for row, text in zip(np.flatnonzero(active), texts):
         trajectories[row].actions.append((tokens[row, :lengths[row]].copy(), logprobs[row, :lengths[row]].copy()))
         episodes[row].actions.append(text)
