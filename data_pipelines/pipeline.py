@@ -10,6 +10,8 @@ only on (data, seed, host shard, batch size): not on worker or thread counts, no
 """
 from __future__ import annotations
 
+import atexit
+import weakref
 from typing import Any
 
 import grain
@@ -80,7 +82,53 @@ def _make_iterator(config, tokenizer, vision_cfg, shard_index, shard_count, sft:
   if cfg.prefetch_batches > 0:
     it = grain.experimental.ThreadPrefetchIterDataset(
         it, prefetch_buffer_size=cfg.prefetch_batches)
-  return iter(it)
+  return _PipelineIterator(iter(it))
+
+
+class _PipelineIterator(grain.DatasetIterator):
+  """The pipeline's outermost iterator: forwards to grain's, and lets go of them when closed.
+
+  grain's iterators close themselves in `__del__`, which fails with an `AttributeError` ("Exception
+  ignored in ... DatasetIterator.__del__") when they are collected during interpreter shutdown,
+  after the globals of grain's modules are gone. So `close()` drops the grain iterators (collected
+  then, while their modules exist), and the iterators still open when the interpreter exits are
+  closed by an atexit hook, before that teardown.
+  """
+
+  _MUTATES_ELEMENT_SPEC = False
+
+  def __init__(self, parent: grain.DatasetIterator):
+    super().__init__(parent)
+    _OPEN_ITERATORS.add(self)
+
+  def __next__(self):
+    self._assert_not_closed()
+    return next(self._parent)
+
+  def get_state(self) -> dict[str, Any]:
+    self._assert_not_closed()
+    return self._parent.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._assert_not_closed()
+    self._parent.set_state(state)
+
+  def close(self) -> None:
+    """Stops the pipeline's threads and worker processes; idempotent."""
+    if self._closed:
+      return
+    super().close()  # closes the grain iterators below
+    self._parents = ()
+    _OPEN_ITERATORS.discard(self)
+
+
+_OPEN_ITERATORS: weakref.WeakSet[_PipelineIterator] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_iterators() -> None:
+  for iterator in list(_OPEN_ITERATORS):
+    iterator.close()
 
 
 def make_prompt_iterator(config, tokenizer,

@@ -40,5 +40,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.optim.max_grad_norm = 1.0
   config.train.steps = 40
   config.train.checkpoint_every = 10
-  config.train.progress_bar = False
   return config

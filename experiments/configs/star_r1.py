@@ -103,7 +103,6 @@ def embedded_config() -> ml_collections.ConfigDict:
   config.optim.max_grad_norm = 1.0
   config.train.checkpoint_every = 100
   config.train.log_every = 10
-  config.train.progress_bar = False
   config.eval.summary = SUMMARY
   config.eval.splits = _held_out_splits(test_size=100, batch_size=50)
   config.stages = ml_collections.ConfigDict({

@@ -1,17 +1,25 @@
 """Metrics out: JSONL in the workdir, TensorBoard event files, a tqdm bar, and a reward-curve PNG;
 `samples.jsonl` holds, per logged GRPO step, the first group's completions with what the reward said.
 
+The bar is drawn only when its stream (stderr) is a terminal; otherwise (a file, a pipe, CI) each
+written step is one log line. While the bar is shown, log records and warnings are written above
+it (the bar is cleared, the record written, the bar redrawn), and `close()` leaves its final state
+on screen once.
+
 Only process 0 writes; other processes get a writer that records nothing, so the loop calls it
 unconditionally on every host.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
-from typing import Mapping
+import sys
+import warnings
+from typing import IO, Mapping
 
 import jax
 import numpy as np
@@ -26,12 +34,14 @@ PROGRESS_KEYS = (("reward", "reward/mean"), ("kl", "kl"), ("len", "response_leng
 class MetricWriter:
 
   def __init__(self, workdir: str, *, total_steps: int, initial_step: int = 0, progress_bar: bool = True,
-               name: str = ""):
+               name: str = "", stream: IO[str] | None = None):
+    """`progress_bar`: draw a bar on `stream` (default: sys.stderr) when that is a terminal; without
+    a bar, each written step is one log line."""
     self.enabled = jax.process_index() == 0
     self.workdir = workdir
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     self.total_steps, self.name = total_steps, name or "train"
-    self._tb = self._bar = None
+    self._tb = self._bar = self._above_bar = None
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -39,9 +49,12 @@ class MetricWriter:
       _drop_records_after(path, initial_step)  # steps re-run after a resume are written again
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    if progress_bar:
+    stream = sys.stderr if stream is None else stream
+    if progress_bar and _is_terminal(stream):
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-      self._bar = tqdm(total=total_steps, initial=initial_step, desc=name or "train", dynamic_ncols=True)
+      self._bar = tqdm(total=total_steps, initial=initial_step, desc=self.name, unit="step", dynamic_ncols=True,
+                       file=stream, leave=True)
+      self._above_bar = _AboveBar(self._bar)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -69,13 +82,88 @@ class MetricWriter:
                  json.dumps({"step": step, "samples": list(samples)}, default=repr))
 
   def close(self) -> None:
-    if self._tb is not None:
+    """Flushes TensorBoard and closes the bar (its final state stays on screen, once); idempotent, and
+    meant for a `finally:` so that an interrupt or an error also leaves the terminal clean."""
+    bar, above_bar, self._bar, self._above_bar = self._bar, self._above_bar, None, None
+    if above_bar is not None:
+      above_bar.uninstall()
+    if bar is not None:
+      bar.close()
+    tb, self._tb = self._tb, None
+    if tb is not None:
       try:
-        self._tb.close()
+        tb.close()
       except OSError as e:  # e.g. a full disk: say so, without hiding the error that stopped the run
         _log.warning("could not flush the TensorBoard events in %s: %s", self.workdir, e)
-    if self._bar is not None:
-      self._bar.close()
+
+  def __enter__(self) -> "MetricWriter":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+
+def _is_terminal(stream) -> bool:
+  try:
+    return bool(stream.isatty())
+  except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+    return False
+
+
+class _AboveBar:
+  """While a bar is shown, the root logger's handlers and `warnings.showwarning` write with the bar
+  cleared and redraw it after: their lines land above the bar, whole, instead of inside it."""
+
+  def __init__(self, bar):
+    self.bar = bar
+    root = logging.getLogger()
+    self.handlers = [_HandlerAboveBar(handler, bar) for handler in root.handlers]
+    root.handlers[:] = self.handlers  # same order and levels, each wrapped
+    self.showwarning = warnings.showwarning
+    warnings.showwarning = self._showwarning
+
+  def _showwarning(self, *args, **kwargs):
+    with _cleared(self.bar):
+      self.showwarning(*args, **kwargs)
+
+  def uninstall(self) -> None:
+    root = logging.getLogger()
+    # Each wrapper is put back as the handler it wraps, wherever it is now; handlers added meanwhile stay.
+    root.handlers[:] = [h.inner if isinstance(h, _HandlerAboveBar) and h.bar is self.bar else h
+                        for h in root.handlers]
+    if warnings.showwarning == self._showwarning:
+      warnings.showwarning = self.showwarning
+
+
+class _HandlerAboveBar(logging.Handler):
+  """Passes records to `inner` (its filters, format, stream and lock) with `bar` cleared meanwhile."""
+
+  def __init__(self, inner: logging.Handler, bar):
+    super().__init__(inner.level)
+    self.inner, self.bar = inner, bar
+
+  def handle(self, record: logging.LogRecord) -> bool:
+    if record.levelno < self.inner.level:
+      return False
+    with _cleared(self.bar):
+      return self.inner.handle(record)
+
+  def emit(self, record: logging.LogRecord) -> None:
+    self.handle(record)
+
+  def flush(self) -> None:
+    self.inner.flush()
+
+
+@contextlib.contextmanager
+def _cleared(bar):
+  """`bar` cleared from its line (under tqdm's lock) within the context, redrawn after."""
+  with bar.get_lock():
+    bar.clear(nolock=True)
+    try:
+      yield
+    finally:
+      bar.refresh(nolock=True)
 
 
 class MetricsWriteError(RunStoppedError):
