@@ -49,12 +49,12 @@ class GracefulStop:
   def _handle(self, signum, frame) -> None:
     del frame
     if self.signum:
-      sys.stderr.write(f"\nsecond {signal.Signals(signum).name}: exiting now, without saving\n")
+      sys.stderr.write(f"{_line_start()}second {signal.Signals(signum).name}: exiting now, without saving\n")
       sys.stderr.flush()
       os._exit(128 + signum)
     self.signum = signum
-    sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the current step and saving a checkpoint "
-                     "(send it again to exit at once)\n")
+    sys.stderr.write(f"{_line_start()}{signal.Signals(signum).name}: stopping after the current step and saving a "
+                     "checkpoint (send it again to exit at once)\n")
     sys.stderr.flush()
 
   def agreed(self) -> int:
@@ -67,3 +67,9 @@ class GracefulStop:
   @staticmethod
   def name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+def _line_start() -> str:
+  """On a terminal, clear the line (a progress bar may be drawn there); elsewhere a newline.
+  Written from a signal handler, so it takes no lock (tqdm's included)."""
+  return "\r\033[K" if sys.stderr.isatty() else "\n"
