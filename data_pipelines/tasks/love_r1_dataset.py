@@ -55,7 +55,7 @@ OPTIONS = dict(mode="rl", video_dir="", prompt_style="released", overview_max_fr
                zoom_max_frames=0, zoom_max_pixels=0,
                # The synthetic task (love_r1_synthetic.py), written on first use into synthetic_dir.
                synthetic="", synthetic_items=0, synthetic_dir="", synthetic_test_size=200,
-               synthetic_min_slots=6, synthetic_max_slots=15, imperfect_fraction=0.3)
+               synthetic_min_slots=6, synthetic_max_slots=15, synthetic_brief=False, imperfect_fraction=0.3)
 
 
 @register_dataset("love_r1", options=OPTIONS)
@@ -96,5 +96,6 @@ def _write_synthetic(cfg: DataConfig, options: dict[str, Any]) -> str:
                                          max_slots=options["synthetic_max_slots"])
   out = love_r1_synthetic.write_split(options["synthetic_dir"], split, items, task=task, seed=cfg.seed,
                                       test_size=options["synthetic_test_size"],
-                                      imperfect_fraction=options["imperfect_fraction"])
+                                      imperfect_fraction=options["imperfect_fraction"],
+                                      brief=options["synthetic_brief"])
   return out["cot"] if options["mode"] == "sft" else out["rl"]

@@ -249,16 +249,17 @@ def record(item: Item, video_path: str, task: LongVideoTask,
   return fields
 
 
-def teacher_steps(item: Item, task: LongVideoTask, teacher: str,
-                  rng: np.random.Generator) -> tuple[list[str], list[list[int]]]:
-  """(step texts, zoomin_intervals) of one CoT: two steps, or one for a 'guess'."""
+def teacher_steps(item: Item, task: LongVideoTask, teacher: str, rng: np.random.Generator,
+                  brief: bool = False) -> tuple[list[str], list[list[int]]]:
+  """(step texts, zoomin_intervals) of one CoT: two steps, or one for a 'guess'. `brief`: the
+  prefix and the boxed answer only (a tiny model's short completions)."""
   zoom_prefix, answer_prefix = love_r1.prefixes()
   names = list(COLORS)
   true = item.interval(task)
   if teacher == "guess":
     color = names[rng.integers(len(names))]
-    return [f"{answer_prefix}The pattern is too small to read; it looks {color}. "
-            f"\\boxed{{{LETTERS[names.index(color)]}}}"], []
+    reasoning = "" if brief else f"The pattern is too small to read; it looks {color}. "
+    return [f"{answer_prefix}{reasoning}\\boxed{{{LETTERS[names.index(color)]}}}"], []
   seen, color = true, names[item.arrangement[0]]  # the slot the teacher saw, its answer
   if teacher == "perfect":
     zoom = true
@@ -271,19 +272,24 @@ def teacher_steps(item: Item, task: LongVideoTask, teacher: str,
     color = names[rng.integers(len(names))]
   else:
     raise ValueError(f"teacher={teacher!r} must be one of {TEACHERS}")
-  step1 = (f"{zoom_prefix}The white square is on screen from {seen[0]} s to {seen[1]} s; its "
-           f"pattern is too small to read here. \\boxed{{[{zoom[0]}, {zoom[1]}]}}")
-  step2 = (f"{answer_prefix}The top-left square of the pattern is {color}. "
-           f"\\boxed{{{LETTERS[names.index(color)]}}}")
+  reasoning1 = "" if brief else (f"The white square is on screen from {seen[0]} s to {seen[1]} s; its "
+                                 "pattern is too small to read here. ")
+  reasoning2 = "" if brief else f"The top-left square of the pattern is {color}. "
+  step1 = f"{zoom_prefix}{reasoning1}\\boxed{{[{zoom[0]}, {zoom[1]}]}}"
+  step2 = f"{answer_prefix}{reasoning2}\\boxed{{{LETTERS[names.index(color)]}}}"
   return [step1, step2], [zoom]
 
 
 def cot_record(item: Item, video_path: str, task: LongVideoTask, *, teacher: str,
-               rng: np.random.Generator, example_id: str | None = None) -> dict[str, Any]:
-  """The item as a CoT SFT record (love_r1.py's CoT layout) written by `teacher` (TEACHERS)."""
-  steps, zooms = teacher_steps(item, task, teacher, rng)
+               rng: np.random.Generator, example_id: str | None = None, brief: bool = False) -> dict[str, Any]:
+  """The item as a CoT SFT record (love_r1.py's CoT layout) written by `teacher` (TEACHERS).
+
+  It also carries the RL record's `problem` / `options` / `problem_type`, so that SFT prompts are
+  built exactly as the RL prompts are, in either prompt style.
+  """
+  steps, zooms = teacher_steps(item, task, teacher, rng, brief)
   question = love_r1.question_text(PROBLEM, OPTIONS, "multiple choice")
-  fields = {"video": video_path,
+  fields = {"video": video_path, "problem": PROBLEM, "options": list(OPTIONS), "problem_type": "multiple choice",
             "messages": [{"role": "user", "content": [{"type": "text", "text": question}]}]
             + [{"role": "assistant", "content": step} for step in steps],
             "cot_data": True, "zoomin_intervals": zooms, "teacher": teacher,
@@ -302,7 +308,7 @@ def _teacher(rng: np.random.Generator, imperfect_fraction: float) -> str:
 
 def write_split(path: str, split: str, num_items: int, *, task: LongVideoTask = LongVideoTask(),
                 seed: int = 0, test_size: int = 200, imperfect_fraction: float = 0.3,
-                threads: int = 2, reuse: bool = True) -> dict[str, Any]:
+                brief: bool = False, threads: int = 2, reuse: bool = True) -> dict[str, Any]:
   """Writes `num_items` videos of `split` and their records in the released layouts.
 
   Files: `path/videos/<split>_<i>.mp4`, `path/<split>.json` (RL records, read by the 'love_r1'
@@ -318,6 +324,7 @@ def write_split(path: str, split: str, num_items: int, *, task: LongVideoTask = 
     seed: the training seed ('test' ignores it).
     test_size: held-out items kept out of 'train'.
     imperfect_fraction: share of CoT records written by an imperfect teacher.
+    brief: CoT steps without reasoning text (`teacher_steps`).
     threads: videos encoded in parallel (PyAV releases the GIL while encoding).
     reuse: keep existing files written with the same arguments.
 
@@ -330,7 +337,7 @@ def write_split(path: str, split: str, num_items: int, *, task: LongVideoTask = 
   params = {"split": split, "num_items": num_items, "task": dataclasses.asdict(task),
             "seed": seed if split == "train" else _TEST_SEED,
             "test_size": test_size if split == "train" else None,
-            "imperfect_fraction": imperfect_fraction}
+            "imperfect_fraction": imperfect_fraction, "brief": brief}
   items = split_items(split, num_items, task=task, seed=seed, test_size=test_size)
   names = [os.path.join("videos", f"{split}_{i:05d}{task.container}") for i in range(num_items)]
   out = {"rl": os.path.join(path, f"{split}.json"), "cot": os.path.join(path, f"{split}_cot.json"),
@@ -350,7 +357,7 @@ def write_split(path: str, split: str, num_items: int, *, task: LongVideoTask = 
   for index, (item, name, i) in enumerate(zip(items, names, ids)):
     rng = _rng(split, params["seed"], index, 1)  # the teacher's own stream: items stay put
     cot.append(cot_record(item, name, task, teacher=_teacher(rng, imperfect_fraction), rng=rng,
-                          example_id=i))
+                          example_id=i, brief=brief))
   for file, rows in ((out["rl"], rl), (out["cot"], cot)):
     with open(file, "w", encoding="utf-8") as f:
       json.dump(rows, f, indent=1)

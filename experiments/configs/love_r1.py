@@ -55,14 +55,15 @@ def embedded_config() -> ml_collections.ConfigDict:
   config.model.hf_config = tiny_qwen2_5_vl()
   config.data = data_pipelines.default_config(name="love_r1", max_prompt_length=160, max_seq_length=320,
                                               length_buckets=(160, 320))
-  config.data.update(dict(prompt_style="short", synthetic="train", synthetic_items=400, synthetic_dir="", synthetic_test_size=100,
+  config.data.update(dict(prompt_style="short", synthetic="train", synthetic_items=400, synthetic_dir="",
+                          synthetic_test_size=100, synthetic_brief=True,
                           synthetic_min_slots=6, synthetic_max_slots=8, imperfect_fraction=0.3, read_threads=1,
                           **TINY_BUDGETS))
   config.env.name = "love_r1"
   config.env.options = ml_collections.ConfigDict(dict(max_observation_tokens=64))
   config.sampling.num_samples = 8
   config.sampling.temperature = 1.0
-  config.sampling.max_new_tokens = 56
+  config.sampling.max_new_tokens = 24
   config.reward.name = "love_r1"
   config.reward.num_workers = 1
   config.optim.freeze = ("visual/(patch_embed|blocks_).*",)  # as the STAR-R1 default: random features suffice

@@ -19,16 +19,21 @@ TURN1, TURN2 = 12, 8
 STOP_IDS = tuple(range(3, 13))
 
 
-def _trajectory_log_probs(model, params, ids, **vision):
-  """log p(ids[i + 1] | ids[:i + 1]) for every i from one no-cache forward ([len - 1])."""
-  ids = np.asarray(ids, np.int32)[None]
+def _trajectory_log_probs(model, params, trajectories, vision=None):
+  """log p(ids[i + 1] | ids[:i + 1]) of each trajectory ([len - 1] each) from one no-cache forward
+  over all of them, left-padded; `vision`: their packed video inputs in trajectory order."""
+  length = max(len(t) for t in trajectories)
+  ids = np.zeros((len(trajectories), length), np.int32)
+  mask = np.zeros((len(trajectories), length), bool)
+  for row, trajectory in enumerate(trajectories):
+    ids[row, length - len(trajectory):], mask[row, length - len(trajectory):] = trajectory, True
   if vision:
-    positions, _ = vlm.get_rope_index(model.config, ids, vision.get("image_grid_thw"), vision.get("video_grid_thw"),
-                                      vision.get("second_per_grid_ts"))
-    logits = model.forward_logits(params, ids, position_ids=positions, **vision)
+    logits = models.forward_logits(model, params, ids, attention_mask=mask, **vision)
   else:
-    logits = models.forward_logits(model, params, ids)
-  return completion_log_probs(logits, 1, ids[:, 1:])[0]
+    logits = models.forward_logits(model, params, ids, attention_mask=mask,
+                                   position_ids=np.maximum(np.cumsum(mask, axis=1) - 1, 0))
+  log_probs = completion_log_probs(logits, 1, ids[:, 1:])
+  return [log_probs[row, length - len(t):] for row, t in enumerate(trajectories)]
 
 
 def _two_turns(env, prompts, observe, keep_going):
@@ -43,16 +48,18 @@ def _two_turns(env, prompts, observe, keep_going):
   return first, observations, second
 
 
-def _check_row(model, params, prompt_ids, first, second, observation, row, **vision):
-  n1, n2 = int(first.lengths[row]), int(second.lengths[row])
-  action1, action2 = np.asarray(first.tokens[row, :n1]), np.asarray(second.tokens[row, :n2])
-  ids = np.concatenate([prompt_ids, action1, observation, action2])
-  expected = _trajectory_log_probs(model, params, ids, **vision)
-  p = len(prompt_ids)
-  np.testing.assert_allclose(np.asarray(first.logprobs[row, :n1]), expected[p - 1:p - 1 + n1], atol=1e-4, rtol=0)
-  start = p + n1 + len(observation)
-  np.testing.assert_allclose(np.asarray(second.logprobs[row, :n2]), expected[start - 1:start - 1 + n2],
-                             atol=1e-4, rtol=0)
+def _check_rows(model, params, rows, prompts, first, second, observations, vision=None):
+  """Every row's two actions against one no-cache forward over the rows' trajectories."""
+  actions = {row: [(np.asarray(out.tokens[row, :int(out.lengths[row])]), np.asarray(out.logprobs[row]))
+                   for out in (first, second)] for row in rows}
+  trajectories = [np.concatenate([prompts[row], actions[row][0][0], observations[row], actions[row][1][0]])
+                  for row in rows]
+  for row, expected in zip(rows, _trajectory_log_probs(model, params, trajectories, vision)):
+    (a1, lp1), (a2, lp2) = actions[row]
+    p = len(prompts[row])
+    np.testing.assert_allclose(lp1[:len(a1)], expected[p - 1:p - 1 + len(a1)], atol=1e-4, rtol=0)
+    start = p + len(a1) + len(observations[row])
+    np.testing.assert_allclose(lp2[:len(a2)], expected[start - 1:start - 1 + len(a2)], atol=1e-4, rtol=0)
 
 
 def test_text_continuation_matches_a_no_cache_forward_over_the_trajectory(text):
@@ -65,11 +72,10 @@ def test_text_continuation_matches_a_no_cache_forward_over_the_trajectory(text):
   assert len(set(lengths.tolist())) > 1, "rows should end at different lengths to exercise the cache's gaps"
   assert int(second.lengths[3]) == 0 and bool(second.finished[3])  # an ended episode decodes nothing
   assert np.all(np.asarray(second.tokens[3]) == text.sampler.pad_id)
-  for row in range(len(text.prompts) * GROUP):
-    if row == 3:
-      continue
-    _check_row(text.model, text.params, text.prompts[row // GROUP], first, second, observation_ids[row], row)
-    assert int(second.lengths[row]) > 0
+  rows = [row for row in range(len(text.prompts) * GROUP) if row != 3]
+  assert all(int(second.lengths[row]) > 0 for row in rows)
+  _check_rows(text.model, text.params, rows, {row: text.prompts[row // GROUP] for row in rows}, first, second,
+              observation_ids)
 
 
 def _video_prompt(config, rng, grid, before, after, seconds):
@@ -90,12 +96,12 @@ def test_an_observed_video_clip_continues_with_mrope_positions_of_the_whole_traj
   clips = {row: _video_prompt(config, rng, (2, 4, 4) if row % 2 else (2, 4, 8), 2, 3, 1.0) for row in range(4)}
   first, observations, second = _two_turns(vl, prompts, lambda row: clips[row], keep_going=lambda row: row != 2)
   assert observations[2] is None and int(second.lengths[2]) == 0
-  for row in (0, 1, 3):
-    prompt, clip = prompts[row // GROUP], clips[row]
-    vision = dict(pixel_values_videos=np.concatenate([prompt.pixel_values_videos, clip.pixel_values_videos]),
-                  video_grid_thw=np.concatenate([prompt.video_grid_thw, clip.video_grid_thw]),
-                  second_per_grid_ts=np.concatenate([prompt.second_per_grid_ts, clip.second_per_grid_ts]))
-    _check_row(vl.model, vl.params, prompt.input_ids, first, second, clip.input_ids, row, **vision)
+  rows = (0, 1, 3)
+  items = [item for row in rows for item in (prompts[row // GROUP], clips[row])]  # each row: its video, its clip
+  vision = {name: np.concatenate([getattr(item, name) for item in items])
+            for name in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")}
+  _check_rows(vl.model, vl.params, rows, {row: prompts[row // GROUP].input_ids for row in rows}, first, second,
+              {row: clips[row].input_ids for row in rows}, vision)
 
 
 def test_extend_rejects_a_row_whose_episode_ended(text):
