@@ -84,9 +84,9 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
     decode: completion token rows -> strings.
     judge_context: judges added to every sample's reward context (`rewards.judge_context`).
 
-  Groups: the samples of one prompt with the same `RewardSample.group` (single-turn: the G
-  samples of a prompt). Advantages are computed per group, by group membership, never by row
-  order; a row whose samples train different turns gets per-token advantages [rows, completion_len].
+  Groups: the samples of one prompt (`prompt_id`) with the same `RewardSample.group`
+  (single-turn: the G samples of a prompt). Advantages are computed per group, by group
+  membership, never by row order; a row whose samples train different turns gets per-token advantages [rows, completion_len].
 
   A sample that is not scored (its reward raised or timed out) or that its reward masks (a `mask`
   component of 1, e.g. LOVE-R1's second zoom) is *excluded*: it is left out of its group's mean and
@@ -152,20 +152,24 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
         trained[spec.row] |= columns[i]
     batch = dict(batch, completion_mask=batch["completion_mask"] * trained.astype(batch["completion_mask"].dtype))
 
-    prompts_in_round = rows.num_rows(batch) // group_size
-    num_prompts += prompts_in_round
-    for p in range(prompts_in_round):
-      members = [i for i, spec in enumerate(specs) if spec.row // group_size == p]
+    # A prompt's rows are those with its `prompt_id` (without ids: G consecutive rows).
+    prompt_of_row = np.asarray(batch["prompt_id"]) if "prompt_id" in batch else \
+        np.arange(rows.num_rows(batch)) // group_size
+    prompt_ids, first_rows = np.unique(prompt_of_row, return_index=True)
+    num_prompts += len(prompt_ids)
+    for prompt in prompt_ids[np.argsort(first_rows)]:
+      prompt_rows = np.flatnonzero(prompt_of_row == prompt)
+      local = {int(r): k for k, r in enumerate(prompt_rows)}  # row -> its index in the kept block
       groups: dict[str, list[int]] = {}
-      for i in members:
-        groups.setdefault(specs[i].group, []).append(i)
-      group_list = [[(rewards[i], bool(included[i]), specs[i].row - p * group_size, columns[i], texts[i]) for i in g]
+      for i, spec in enumerate(specs):
+        if spec.row in local:
+          groups.setdefault(spec.group, []).append(i)
+      group_list = [[(rewards[i], bool(included[i]), local[specs[i].row], columns[i], texts[i]) for i in g]
                     for g in groups.values()]
       if rl_config.dynamic_sampling and not any(_has_variance(g) for g in group_list):
         continue
       if len(kept) < groups_wanted:
-        kept.append({"rows": rows.take_rows(batch, np.arange(p * group_size, (p + 1) * group_size)),
-                     "groups": group_list})
+        kept.append({"rows": rows.take_rows(batch, prompt_rows), "groups": group_list})
     metrics["rollout/rounds"] += 1
     if _on_every_process(len(kept) == groups_wanted):
       break
@@ -181,7 +185,8 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
     filler += 1
 
   learner = rows.concat_rows([k["rows"] for k in kept], pad_id)
-  flat_groups = [(p, g) for p, k in enumerate(kept) for g in k["groups"]]
+  block_start = np.cumsum([0] + [rows.num_rows(k["rows"]) for k in kept])
+  flat_groups = [(block_start[p], g) for p, k in enumerate(kept) for g in k["groups"]]
   width = max(len(g) for _, g in flat_groups)
   grouped_rewards = np.zeros((len(flat_groups), width), np.float32)
   group_mask = np.zeros((len(flat_groups), width), bool)
@@ -192,15 +197,15 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
                                                                  jnp.asarray(group_mask)), np.float32)
   if per_token:
     token_advantages = np.zeros(learner["completion_mask"].shape, np.float32)
-    for j, (p, g) in enumerate(flat_groups):
+    for j, (start, g) in enumerate(flat_groups):
       for k, (_, _, row, cols, _) in enumerate(g):
-        token_advantages[p * group_size + row][cols] = advantages[j, k]
+        token_advantages[start + row][cols] = advantages[j, k]
     learner["advantages"] = token_advantages
-  else:  # one sample per row, over all its tokens: rows of group j are p*G + its members' rows
+  else:  # one sample per row, over all its tokens
     row_advantages = np.zeros(rows.num_rows(learner), np.float32)
-    for j, (p, g) in enumerate(flat_groups):
+    for j, (start, g) in enumerate(flat_groups):
       for k, (_, _, row, _, _) in enumerate(g):
-        row_advantages[p * group_size + row] = advantages[j, k]
+        row_advantages[start + row] = advantages[j, k]
     learner["advantages"] = row_advantages
 
   included = np.concatenate(all_included)

@@ -164,3 +164,25 @@ def test_per_turn_samples_get_advantages_over_their_own_groups():
     for g in range(2):
       row = 2 * prompt + g
       np.testing.assert_allclose(advantages[row], [a[g], a[g], 0, b[g], 0], rtol=1e-5)
+
+
+def test_groups_follow_prompt_ids_not_row_order():
+  """Rows of two prompts interleaved (ids 7, 9, 7, 9): each group is its prompt's rows."""
+  rows = 4
+  batch = {"input_ids": np.zeros((rows, 3), np.int32), "attention_mask": np.ones((rows, 3), bool),
+           "positions": np.zeros((rows, 3), np.int32), "completion_ids": np.array([[1], [10], [2], [30]]),
+           "completion_mask": np.ones((rows, 1), bool), "sampler_logprobs": np.zeros((rows, 1)),
+           "prompt_id": np.array([7, 9, 7, 9]), "ground_truth": [{}] * rows, "reward_context": [{}] * rows}
+  config = ml_collections.ConfigDict(dict(dynamic_sampling=False, max_sampling_rounds=1, overlong_buffer=0,
+                                          overlong_penalty=1.0, advantage="grpo"))
+  rollout = collect_rollout(
+      sample=lambda prompts, key: (dict(batch), {}), prompt_batches=iter(lambda: {}, None),
+      reward_fn=lambda completion, ground_truth, **c: RewardResult(float(completion)),
+      decode=lambda ids: [str(int(r[0])) for r in ids], rl_config=config,
+      sampling_config=ml_collections.ConfigDict(dict(num_samples=2, max_new_tokens=1)),
+      reward_config=ml_collections.ConfigDict(dict(name="fake", timeout_s=5.0, num_workers=1, max_error_frac=0.5)),
+      rng=jax.random.PRNGKey(0), groups_wanted=2, pad_id=0)
+  np.testing.assert_array_equal(rollout.rewards, [[1, 2], [10, 30]])
+  np.testing.assert_array_equal(rollout.batch["prompt_id"], [7, 7, 9, 9])
+  np.testing.assert_array_equal(rollout.batch["completion_ids"][:, 0], [1, 2, 10, 30])
+  assert rollout.batch["advantages"][0] < 0 < rollout.batch["advantages"][1]
