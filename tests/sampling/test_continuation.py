@@ -114,3 +114,34 @@ def test_extend_rejects_a_row_whose_episode_ended(text):
     text.sampler.extend(text.params, second.continuation, [[30], [31]], max_new_tokens=4)
   with pytest.raises(ValueError, match="extend got 1 observations for 2 rows"):
     text.sampler.extend(text.params, second.continuation, [[30]], max_new_tokens=4)
+
+
+def test_a_learner_row_of_the_episode_gives_the_sampler_s_log_probs_with_each_item_encoded_once(vl):
+  """The two-turn VL episode as one learner row per episode (`trajectory_batch`): the prompt's
+  video is packed once for its G rows, each clip once, and the learner's log-probs of the action
+  tokens equal the sampler's."""
+  from r1jax.envs.runner import Trajectory  # pylint: disable=g-import-not-at-top
+  from r1jax.train import learner  # pylint: disable=g-import-not-at-top
+  from r1jax.train.sequences import SequenceBuilder  # pylint: disable=g-import-not-at-top
+  config = vl.model.config
+  rng = np.random.default_rng(5)
+  prompts = [_video_prompt(config, rng, (2, 4, 4), 3, 2, 2.0), _video_prompt(config, rng, (2, 4, 8), 1, 3, 1.0)]
+  clips = {row: _video_prompt(config, rng, (2, 4, 4), 2, 3, 1.0) for row in range(4)}
+  first, _, second = _two_turns(vl, prompts, lambda row: clips[row], keep_going=lambda row: row != 2)
+  trajectories = []
+  for row in range(4):
+    trajectory = Trajectory(actions=[(np.asarray(out.tokens[row, :int(out.lengths[row])]),
+                                      np.asarray(out.logprobs[row, :int(out.lengths[row])]))
+                                     for out in (first, second) if int(out.lengths[row])])
+    if row != 2:
+      trajectory.observations.append(clips[row])
+    trajectories.append(trajectory)
+  builder = SequenceBuilder(vl.model)
+  batch = builder.trajectory_batch({}, first.prompts, trajectories, GROUP, TURN1 + TURN2 + 32)
+  np.testing.assert_array_equal(batch["video_counts"], [2, 2, 1, 2])
+  shared = builder.shared_vision({k: v for k, v in batch.items() if k != "completion_ids"})
+  assert len(shared["video_grid_thw"]) == 2 + 3  # two prompt videos, three clips
+  device = builder.device_vision({k: v for k, v in shared.items() if k not in ("video_counts", "sampler_logprobs")})
+  logprobs = np.asarray(learner.completion_logprobs(vl.model, vl.params, device, 1.0))
+  mask = batch["completion_mask"]
+  np.testing.assert_allclose(logprobs[mask], batch["sampler_logprobs"][mask], atol=1e-4, rtol=0)
