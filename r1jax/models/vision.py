@@ -73,6 +73,28 @@ def _check_grid(vision: VisionConfig, grid_thw) -> np.ndarray:
   return grid.astype(np.int64)
 
 
+def pad_vision_items(pixels, grid_thw) -> tuple[np.ndarray, np.ndarray]:
+  """Packed items padded with blank copies of the last one up to a power-of-two count.
+
+  A step whose item count varies (e.g. one zoom clip per episode that asked for one) would make
+  every jitted function that encodes them compile again; with padding it sees a few counts only.
+  The padding's features come after every real item's, so nothing places or gathers them.
+
+  Args:
+    pixels: float [patches, patch_dim]; grid_thw: int [items, 3] (items >= 1).
+
+  Returns:
+    (pixels [patches', patch_dim], grid_thw [items', 3]) with items' = the next power of two.
+  """
+  grid = np.asarray(grid_thw).reshape(-1, 3)
+  pixels = np.asarray(pixels)
+  extra = (1 << max(0, len(grid) - 1).bit_length()) - len(grid)
+  if not len(grid) or not extra:
+    return pixels, grid
+  blank = np.zeros((int(np.prod(grid[-1])), pixels.shape[1]), pixels.dtype)
+  return np.concatenate([pixels] + [blank] * extra), np.concatenate([grid, np.repeat(grid[-1:], extra, axis=0)])
+
+
 def vision_grid(vision: VisionConfig, grid_thw) -> VisionGrid:
   """The `VisionGrid` of items with patch grids `grid_thw` int [num_items, 3] (t, h, w).
 

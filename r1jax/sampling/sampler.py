@@ -46,7 +46,7 @@ from r1jax import sharding
 from r1jax.models import vlm
 from r1jax.models.layers import constrain
 from r1jax.models.llm import init_cache, with_shared_prefix
-from r1jax.models.vision import vision_grid
+from r1jax.models.vision import pad_vision_items, vision_grid
 from r1jax.sampling import selection
 from r1jax.sampling.controls import SamplingControls, StaticControls
 from r1jax.sampling.outputs import SampleOutput
@@ -380,6 +380,7 @@ class Sampler:
         continue
       pixels = np.concatenate([getattr(d, pixels_name) for d in deltas if getattr(d, grid_name) is not None])
       grid = np.concatenate([g for g in grids if g is not None])
+      pixels, grid = pad_vision_items(pixels, grid)  # how many rows continue varies from call to call
       vision += [self._put(pixels.astype(np.float32), None),
                  jax.tree.map(lambda x: self._put(x, None), vision_grid(self.config.vision, grid))]
     image_grids = [d.image_grid_thw for d in deltas]

@@ -12,7 +12,7 @@ import numpy as np
 
 from r1jax import sharding
 from r1jax.models import vlm
-from r1jax.models.vision import vision_grid
+from r1jax.models.vision import pad_vision_items, vision_grid
 from r1jax.envs.runner import Trajectory
 from r1jax.sampling import Prompt, PromptBatch, SampleOutput
 from r1jax.train import rows
@@ -258,6 +258,14 @@ class SequenceBuilder:
     for key in ("image_grid_thw", "video_grid_thw"):
       grid = out.get(key)
       if grid is not None and len(grid):
+        # Padded to a power-of-two item count: episodes add a varying number of clips per step,
+        # and each new count would compile the learner again. The features are then gathered by
+        # index (the padding's never are); without `shared_vision`'s index, the identity.
+        kind, pixels_key = ("image", "pixel_values") if key == "image_grid_thw" else ("video", "pixel_values_videos")
+        merge = self.config.vision.spatial_merge_size ** 2
+        out.setdefault(f"{kind}_embed_index", np.arange(int(np.asarray(grid).prod(axis=1).sum()) // merge,
+                                                        dtype=np.int32))
+        out[pixels_key], grid = pad_vision_items(out[pixels_key], grid)
         out[key] = vision_grid(self.config.vision, np.asarray(grid))
       else:
         out.pop(key, None)
