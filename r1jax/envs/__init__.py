@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from r1jax.envs.base import (FAILED, Environment, Episode, Observation, Sample, SingleTurn, Status,  # noqa: F401
-                             StepResult)
+from r1jax.envs.base import (FAILED, Environment, Episode, Observation, RewardSample, Sample,  # noqa: F401
+                             SingleTurn, Status, StepResult)
 
 _REGISTRY: dict[str, Callable] = {"single_turn": lambda config, hooks: SingleTurn()}
 

@@ -141,3 +141,33 @@ class Environment:
 
 class SingleTurn(Environment):
   """One prompt, one completion, one reward: the environment of every single-step recipe."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSample:
+  """A reward sample of a learner row (`batch["reward_samples"]`; default: one per row).
+
+  Attributes:
+    row: the learner row whose tokens it trains.
+    sample: an ended episode's `Sample` (the turns it trains, its text, context and group);
+      None: the row's whole completion, decoded, in the prompt's one group.
+  """
+
+  row: int
+  sample: Sample | None = None
+
+  @property
+  def turns(self) -> tuple[int, ...] | None:
+    return None if self.sample is None else tuple(self.sample.turns)
+
+  @property
+  def completion(self) -> str | None:
+    return None if self.sample is None else self.sample.completion
+
+  @property
+  def context(self) -> dict[str, Any]:
+    return {} if self.sample is None else dict(self.sample.context)
+
+  @property
+  def group(self) -> str:
+    return "episode" if self.sample is None else self.sample.group

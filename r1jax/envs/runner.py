@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from r1jax.envs.base import FAILED, Environment, Episode, Status, StepResult
+from r1jax.envs.base import FAILED, Environment, Episode, RewardSample, Status, StepResult
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.rewards import scorer
 from r1jax.sampling import Prompt, PromptBatch, SamplingControls
@@ -182,7 +182,6 @@ def reward_fields(episodes: Episodes, env: Environment) -> dict[str, Any]:
     reward_samples: `RewardSample`s from `env.samples` of every episode that did not fail; an
       episode whose `samples` raises fails with ENV_ERROR.
   """
-  from r1jax.train.rollout import RewardSample  # pylint: disable=g-import-not-at-top  (train imports envs)
   rows = len(episodes.trajectories)
   turn_index = np.full((rows, episodes.completion_width), -1, np.int32)
   samples = []

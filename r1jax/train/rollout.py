@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax import rl
-from r1jax.envs.base import Sample
+from r1jax.envs.base import RewardSample
 from r1jax.errors import RunStoppedError
 from r1jax.rewards import scorer
 from r1jax.train import rows
@@ -36,36 +36,6 @@ class Rollout:
   metrics: dict[str, float]
   completions: list[str]  # the scored text of each sample of the kept groups
   samples: list[dict[str, Any]]  # per scored sample of the first prompt: text, scores, info, status, error
-
-
-@dataclasses.dataclass(frozen=True)
-class RewardSample:
-  """A reward sample of a learner row (`batch["reward_samples"]`; default: one per row).
-
-  Attributes:
-    row: the learner row whose tokens it trains.
-    sample: an ended episode's `envs.Sample` (the turns it trains, its text, context and group);
-      None: the row's whole completion, decoded, in the prompt's one group.
-  """
-
-  row: int
-  sample: Sample | None = None
-
-  @property
-  def turns(self) -> tuple[int, ...] | None:
-    return None if self.sample is None else tuple(self.sample.turns)
-
-  @property
-  def completion(self) -> str | None:
-    return None if self.sample is None else self.sample.completion
-
-  @property
-  def context(self) -> dict[str, Any]:
-    return {} if self.sample is None else dict(self.sample.context)
-
-  @property
-  def group(self) -> str:
-    return "episode" if self.sample is None else self.sample.group
 
 
 def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches: Iterator[dict[str, Any]],

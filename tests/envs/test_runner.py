@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from r1jax import models, tokenization
-from r1jax.envs import Environment, Observation, Sample, Status, StepResult
+from r1jax.envs import Environment, Observation, RewardSample, Sample, Status, StepResult
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.envs.runner import EpisodeRunner, reward_fields
 from r1jax.rewards.base import RewardResult
 from r1jax.sampling import Sampler, SamplingControls
 from r1jax.train import learner
-from r1jax.train.rollout import RewardSample, collect_rollout
+from r1jax.train.rollout import collect_rollout
 from r1jax.train.sequences import SequenceBuilder
 from tests.models.hf_fixtures import tiny_qwen2
 
