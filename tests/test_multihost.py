@@ -26,6 +26,9 @@ def _free_port() -> int:
 
 def _worker_env(process_id: int, port: int) -> dict[str, str]:
   env = dict(os.environ)
+  # Each process compiles for itself, as in a real launch: no compilation cache shared between the two
+  # (tests/conftest.py sets one for the session).
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
   env.update(XLA_FLAGS=" ".join(flags + ["--xla_force_host_platform_device_count=4"]), JAX_PLATFORMS="cpu",
              JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id),

@@ -19,7 +19,7 @@ def _run(workdir, *overrides):
 
 
 @pytest.mark.parametrize("override,named,suggested", [
-    ("--config.nope=1", "'nope'", "valid keys at the top level: data, eval, init_from"),
+    ("--config.nope=1", "'nope'", "valid keys at the top level: data, env, eval"),
     ("--config.train.stepz=3", "'train.stepz'", "did you mean 'train.steps'?"),
 ])
 def test_unknown_override_is_one_line_naming_the_key_and_exit_code_2(tmp_path, override, named, suggested):

@@ -1,6 +1,9 @@
 """The embedded STAR-R1 default end to end through experiments/run.py: SFT + GRPO with a small budget.
 
-Two subprocess runs share a JAX compilation cache, so the second one (the resume) compiles little.
+Two subprocess runs share a JAX compilation cache, so the second one (the resume) compiles little:
+the session's (tests/conftest.py), where tests/test_colab.py's notebook (the same model, one CPU
+device) has left its compiled programs when the whole suite runs. The runs keep the recipe's batch
+sizes, as the notebook does, so that its SFT and GRPO programs are among those.
 """
 import json
 import math
@@ -25,8 +28,7 @@ def _env(cache_dir):
 
 
 def _run(workdir, cache_dir, *overrides):
-  small = ["--config.stages.sft.train.steps=3", "--config.stages.sft.data.batch_size=8",
-           "--config.stages.grpo.data.batch_size=2", "--config.train.checkpoint_every=1",
+  small = ["--config.stages.sft.train.steps=3", "--config.train.checkpoint_every=1",
            "--config.train.log_every=1", "--config.train.async_checkpoints=False"]
   return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "run.py"),
                          "--config=" + os.path.join(ROOT, "experiments", "configs", "star_r1.py"),
@@ -50,7 +52,7 @@ def _steps(records, key):
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("star_r1")
-  cache = tmp_path_factory.mktemp("jax_cache")
+  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or tmp_path_factory.mktemp("jax_cache")
   result = _run(workdir, cache, "--config.stages.grpo.train.steps=2")
   assert result.returncode == 0, result.stderr[-5000:]
   return workdir, cache, result

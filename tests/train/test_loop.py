@@ -1,4 +1,8 @@
-"""The training loop on the letters sanity task: learning, exact resume, SFT -> GRPO chaining."""
+"""The training loop on the letters sanity task: learning, exact resume, SFT -> GRPO chaining.
+
+Runs that several tests only read (the 40-step GRPO run, the straight runs of the resume tests, the
+SFT -> GRPO chain) are module fixtures, made once.
+"""
 import json
 import os
 
@@ -24,9 +28,20 @@ def _config(workdir, rl=None, **train_overrides):
   return config
 
 
-def test_grpo_raises_the_reward(tmp_path):
-  config = _config(tmp_path, steps=40)
-  train.run(config, str(tmp_path), hooks_lib.data_hooks(config))
+def _train(workdir, config):
+  train.run(config, str(workdir), hooks_lib.data_hooks(config))
+  return workdir, config
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tmp_path_factory):
+  """(workdir, config) of the letters config's 40-step GRPO run (checkpoints every 10 steps)."""
+  workdir = tmp_path_factory.mktemp("grpo_40_steps")
+  return _train(workdir, _config(workdir, steps=40))
+
+
+def test_grpo_raises_the_reward(grpo_run):
+  tmp_path, config = grpo_run
   rewards = [r["reward/mean"] for r in read_metrics(str(tmp_path)) if "reward/mean" in r]
   assert len(rewards) == 40 and np.all(np.isfinite(rewards))
   assert read_metrics(str(tmp_path))[-1]["data/examples"] >= 40 * config.data.batch_size  # the pipeline's counts
@@ -72,24 +87,51 @@ def _assert_same_params(a, b):
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, perturbed)
 
 
-def test_restoring_params_that_the_checkpoint_lacks_is_an_error(tmp_path):
-  config = _config(tmp_path, steps=1, checkpoint_every=1)
-  train.run(config, str(tmp_path), hooks_lib.data_hooks(config))
+def test_restoring_params_that_the_checkpoint_lacks_is_an_error(grpo_run):
+  tmp_path, config = grpo_run
   model = models.build_model(models.config_from_hf(dict(config.model.hf_config.to_dict(), num_hidden_layers=3)))
   with pytest.raises(ValueError, match=r"does not hold \d+ of the requested parameters.*layers_2"):
     checkpoint.restore_params(str(tmp_path / "checkpoints"), flax.linen.unbox(models.abstract_params(model)))
 
 
 # The second case keeps a KL reference and recomputes old log-probs (2 passes x 2 mini-batches):
-# the reference must stay the stage's initial policy across updates and a resume.
-@pytest.mark.parametrize("rl", [{}, {"beta": 0.05, "num_iterations": 2, "mini_batches": 2}])
-def test_resume_is_exact(tmp_path, rl):
-  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-  config = _config(straight, rl, steps=4, checkpoint_every=2)
-  train.run(config, str(straight), hooks_lib.data_hooks(config))
+# the reference must stay the stage's initial policy across updates and a resume. Its cosine
+# schedule has no warmup and decays to 0, for test_learning_rate_schedule_counts_every_optimizer_update.
+RESUME_CASES = {
+    "plain": ({}, {}),
+    "kl_reference_and_mini_batches": ({"beta": 0.05, "num_iterations": 2, "mini_batches": 2},
+                                      {"warmup_steps": 0, "schedule": "cosine", "end_lr_ratio": 0.0}),
+}
+
+
+def _resume_config(workdir, case):
+  rl, optim_overrides = RESUME_CASES[case]
+  config = _config(workdir, rl, steps=4, checkpoint_every=2)
+  config.optim.update(optim_overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """case -> (workdir, config) of that case's 4-step run without interruption, made on first use."""
+  runs = {}
+
+  def get(case):
+    if case not in runs:
+      workdir = tmp_path_factory.mktemp(f"straight_{case}")
+      runs[case] = _train(workdir, _resume_config(workdir, case))
+    return runs[case]
+
+  return get
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_resume_is_exact(tmp_path, straight_run, case):
+  straight, _ = straight_run(case)
+  resumed = tmp_path / "resumed"
 
   # Preempted during step 4, after step 3 was logged but not saved: the resume re-runs step 3.
-  config = _config(resumed, rl, steps=4, checkpoint_every=2)
+  config = _resume_config(resumed, case)
   hooks = hooks_lib.data_hooks(config)
   preempted = train.DataHooks(prompt_iterator=lambda c, t: _StopAfter(hooks.prompt_iterator(c, t), 3))
   with pytest.raises(KeyboardInterrupt):
@@ -109,10 +151,9 @@ def test_resume_is_exact(tmp_path, rl):
   _assert_same_params(params_a, params_b)
 
 
-def test_init_from_a_checkpoints_folder_starts_from_its_params(tmp_path):
-  first, second = tmp_path / "first", tmp_path / "second"
-  config = _config(first, steps=2, checkpoint_every=1)
-  train.run(config, str(first), hooks_lib.data_hooks(config))
+def test_init_from_a_checkpoints_folder_starts_from_its_params(tmp_path, grpo_run):
+  first, _ = grpo_run  # checkpoints at steps 10, ..., 40
+  second = tmp_path / "second"
   config = _config(second, steps=1, checkpoint_every=1)
   config.init_from = str(first / "checkpoints")
   config.optim.learning_rate = 0.0  # the run keeps its initial params
@@ -120,15 +161,22 @@ def test_init_from_a_checkpoints_folder_starts_from_its_params(tmp_path):
   _assert_same_params(_final_params(str(first), config)[1], _final_params(str(second), config)[1])
 
 
-def test_sft_lowers_loss_and_its_export_starts_grpo(tmp_path):
-  config = _config(tmp_path)
+@pytest.fixture(scope="module")
+def sft_grpo_run(tmp_path_factory):
+  """The workdir of a 12-step SFT stage from scratch (exported to sft/hf) chained into 2 GRPO steps."""
+  workdir = tmp_path_factory.mktemp("sft_grpo")
+  config = _config(workdir)
   config.stages = ml_collections.ConfigDict({
       "sft": {"stage": "sft", "optim": {"learning_rate": 3e-3, "schedule": "constant"}, "data": {"batch_size": 8},
               "train": {"steps": 12, "export_hf": True}},
       "grpo": {"train": {"steps": 2}},
   })
   config.stage_order = ("sft", "grpo")
-  train.run(config, str(tmp_path), hooks_lib.data_hooks(config))
+  return _train(workdir, config)[0]
+
+
+def test_sft_lowers_loss_and_its_export_starts_grpo(sft_grpo_run):
+  tmp_path = sft_grpo_run
   nll = [r["sft/nll"] for r in read_metrics(str(tmp_path / "sft"))]
   assert len(nll) == 12 and nll[-1] < 0.75 * nll[0]
   with open(tmp_path / "grpo" / "config.json") as f:
@@ -136,10 +184,8 @@ def test_sft_lowers_loss_and_its_export_starts_grpo(tmp_path):
   assert len(read_metrics(str(tmp_path / "grpo"))) == 2
 
 
-def test_later_stages_chain_from_the_previous_stage_even_when_the_base_sets_init_from(tmp_path):
-  base = tmp_path / "base"
-  config = _config(base, steps=1, export_hf=True)
-  train.run(config, str(base), hooks_lib.data_hooks(config))
+def test_later_stages_chain_from_the_previous_stage_even_when_the_base_sets_init_from(tmp_path, sft_grpo_run):
+  base = sft_grpo_run / "sft"  # any HF export of the letters model: that run's SFT stage
   workdir = tmp_path / "run"
   config = _config(workdir)
   config.init_from = str(base / "hf")
@@ -164,11 +210,11 @@ def test_later_stages_chain_from_the_previous_stage_even_when_the_base_sets_init
   assert not np.allclose(jax.tree_util.tree_leaves(base_params)[0], jax.tree_util.tree_leaves(sft1)[0])
 
 
-def test_learning_rate_schedule_counts_every_optimizer_update(tmp_path):
+def test_learning_rate_schedule_counts_every_optimizer_update(straight_run):
   """mu = 2 passes x 2 mini-batches = 4 updates per step: the cosine schedule spans 4 x steps updates."""
-  config = _config(tmp_path, {"num_iterations": 2, "mini_batches": 2}, steps=4)
-  config.optim.update(warmup_steps=0, schedule="cosine", end_lr_ratio=0.0)
-  train.run(config, str(tmp_path), hooks_lib.data_hooks(config))
+  tmp_path, config = straight_run("kl_reference_and_mini_batches")  # 4 steps, no warmup, decays to 0
+  assert (config.rl.num_iterations, config.rl.mini_batches, config.train.steps) == (2, 2, 4)
+  assert (config.optim.warmup_steps, config.optim.schedule, config.optim.end_lr_ratio) == (0, "cosine", 0.0)
   lrs = [r["optim/lr"] for r in read_metrics(str(tmp_path)) if "optim/lr" in r]
   schedule = optim.learning_rate_schedule(config.optim, 16)
   np.testing.assert_allclose(lrs, [float(schedule(4 * step - 1)) for step in (1, 2, 3, 4)], rtol=1e-6)
