@@ -30,6 +30,7 @@ beta=0, max grad norm 5, prompts up to 13,000 tokens, 512 new tokens per turn, v
 """
 import ml_collections
 
+from experiments.configs import recipe_args
 from experiments.configs.star_r1 import tiny_qwen2_5_vl
 from r1jax.train import default_config
 
@@ -124,18 +125,5 @@ def real_config(model: str = "", data: str = "", video_dir: str = "", sft_data: 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """'' -> the embedded default; 'real[,model=DIR][,data=FILE][,video_dir=DIR][,sft_data=FILE][,eval_data=FILE]'."""
-  name, *options = [part.strip() for part in arg.split(",")] if arg else [""]
-  if name == "":
-    if options:
-      raise ValueError(f"config arg {arg!r}: the embedded default takes no options (use --config.<key>=...)")
-    return embedded_config()
-  if name != "real":
-    raise ValueError(f"config arg {arg!r}: expected '' (embedded default) or 'real,model=DIR,data=FILE,...'")
-  kwargs = {}
-  for option in options:
-    key, sep, value = option.partition("=")
-    if not sep or key not in ("model", "data", "video_dir", "sft_data", "eval_data"):
-      raise ValueError(f"config arg {arg!r}: options are model=, data=, video_dir=, sft_data=, eval_data=; "
-                       f"got {option!r}")
-    kwargs[key] = value
-  return real_config(**kwargs)
+  return recipe_args.select(arg, embedded_config, real_config,
+                            ("model", "data", "video_dir", "sft_data", "eval_data"))

@@ -50,6 +50,7 @@ the paper's settings where the spec gives them (single-stage RL: GRPO only, as S
 """
 import ml_collections
 
+from experiments.configs import recipe_args
 from r1jax.train import default_config
 
 SUMMARY = (("format", "format"), ("TAcc", "exact_set"), ("NDiff", "n_diff"), ("reward", "reward"))
@@ -154,17 +155,4 @@ def real_config(model: str = "", data: str = "") -> ml_collections.ConfigDict:
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """'' -> the embedded default; 'real[,model=DIR][,data=DIR]' -> a real run (see the module docstring)."""
-  name, *options = [part.strip() for part in arg.split(",")] if arg else [""]
-  if name == "":
-    if options:
-      raise ValueError(f"config arg {arg!r}: the embedded default takes no options (use --config.<key>=...)")
-    return embedded_config()
-  if name != "real":
-    raise ValueError(f"config arg {arg!r}: expected '' (embedded default) or 'real[,model=DIR][,data=DIR]'")
-  kwargs = {}
-  for option in options:
-    key, sep, value = option.partition("=")
-    if not sep or key not in ("model", "data"):
-      raise ValueError(f"config arg {arg!r}: options are model=DIR and data=DIR, got {option!r}")
-    kwargs[key] = value
-  return real_config(**kwargs)
+  return recipe_args.select(arg, embedded_config, real_config, ("model", "data"))
