@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 from typing import Any, Callable, Sequence
 
 import jax
@@ -23,6 +24,8 @@ from r1jax.envs.base import FAILED, Environment, Episode, RewardSample, Status, 
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.rewards import scorer
 from r1jax.sampling import Prompt, PromptBatch, SamplingControls
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -54,6 +57,17 @@ class Episodes:
   prompts: PromptBatch  # the left-padded prompts the rows continue
   completion_width: int  # the learner's completion columns (fixed by the env and the budget)
   stats: dict[str, float]
+
+
+def _log_failures(episodes: Sequence[Episode]) -> None:
+  """One warning per call naming how many episodes failed and the first error (also in `episode/*`)."""
+  failed = [e for e in episodes if e.status in FAILED or e.status == Status.CONTEXT_LIMIT]
+  if failed:
+    first = failed[0]
+    _log.warning("episodes: %d of %d ended without finishing (%s); first: %s: %s", len(failed), len(episodes),
+                 ", ".join(f"{s.value}={sum(e.status == s for e in failed)}" for s in Status
+                           if any(e.status == s for e in failed)),
+                 first.status.value, first.error or "step ran past env.timeout_s")
 
 
 def status_counts(episodes: Sequence[Episode]) -> dict[str, float]:
@@ -131,6 +145,7 @@ class EpisodeRunner:
         break
       prefilled = self.sampler.extend(params, out.continuation, observations, max_new_tokens=max_new)
     stats.update(status_counts(episodes))
+    _log_failures(episodes)
     return Episodes(episodes, trajectories, first_prompts, completion_width(env, max_new) if multi_turn else max_new,
                     stats)
 

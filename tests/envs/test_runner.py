@@ -1,5 +1,6 @@
 """The episode runner: statuses, action masks, observations as chat-template deltas, per-turn samples,
 and learner rows whose log-probs equal the sampler's (token-in/token-out across turns)."""
+import logging
 import time
 import types
 
@@ -64,12 +65,19 @@ def setup(tmp_path_factory):
       np.int32) for i in range(len(KINDS))]
   batch = {"input_ids": [], "ground_truth": [{} for _ in KINDS], "reward_context": [{"kind": k} for k in KINDS]}
   prompts = [{"input_ids": i} for i in ids]
-  episodes = runner(params, prompts, batch["reward_context"], batch["ground_truth"], num_samples=GROUP,
-                    key=jax.random.key(0))
+  records = []
+  handler = logging.Handler()
+  handler.emit = lambda record: records.append(record.getMessage())
+  logging.getLogger("r1jax.envs.runner").addHandler(handler)
+  try:
+    episodes = runner(params, prompts, batch["reward_context"], batch["ground_truth"], num_samples=GROUP,
+                      key=jax.random.key(0))
+  finally:
+    logging.getLogger("r1jax.envs.runner").removeHandler(handler)
   learner_batch = builder.trajectory_batch(batch, episodes.prompts, episodes.trajectories, GROUP,
                                            episodes.completion_width)
   return types.SimpleNamespace(tokenizer=tokenizer, model=model, params=params, env=env, episodes=episodes,
-                               batch=learner_batch, builder=builder)
+                               batch=learner_batch, builder=builder, log="\n".join(records))
 
 
 def test_episodes_end_with_their_status_and_failures_are_counted(setup):
@@ -79,6 +87,8 @@ def test_episodes_end_with_their_status_and_failures_are_counted(setup):
   assert [len(e.actions) for e in setup.episodes.episodes] == [2, 2, 1, 1, 1, 1, 1, 1]
   stats = setup.episodes.stats
   assert (stats["episode/done"], stats["episode/env_error"], stats["episode/timeout"]) == (4, 2, 2)
+  assert "episodes: 4 of 8 ended without finishing (env_error=2, timeout=2)" in setup.log
+  assert "the environment broke" in setup.log
 
 
 def test_observation_tokens_are_masked_and_are_the_chat_template_delta(setup):
