@@ -149,6 +149,13 @@ class EncodeRecord:
     except ValueError as e:  # placeholder/media count mismatch: the record is inconsistent
       raise errors.BadExampleError(errors.BAD_RECORD, example.where, str(e)) from e
     input_ids, loss_mask = prompt.input_ids, None
+    forced = example.context.get("forced_prefix", "")
+    if forced and not self.sft:  # the first action starts with it: the sampler continues after it
+      input_ids = np.concatenate([input_ids, np.asarray(self.tokenizer.encode(forced, add_special_tokens=False),
+                                                         np.int32)])
+      if len(input_ids) > max_length:
+        raise errors.BadExampleError(errors.TOO_LONG, example.where, f"prompt + forced prefix {forced!r} "
+                                     f"({len(input_ids)} tokens) > max_prompt_length={max_length}")
     if self.sft:
       response = np.asarray(self.tokenizer.encode(response_text(example) + END_OF_TURN,
                                                   add_special_tokens=False), np.int32)

@@ -108,8 +108,15 @@ class EpisodeRunner:
 
     `forced_prefix` (token ids, text): appended to every prompt, so every first action starts
     with it (e.g. LOVE-R1's answer prefix for a no-zoom baseline); the environment and the
-    reward see the text in front of the sampled action.
+    reward see the text in front of the sampled action. A context's own `forced_prefix` text
+    (e.g. LOVE-R1's grounding records) is already at the end of its prompt's tokens (the data
+    pipeline appends it) and is put in front of that prompt's first actions the same way; the
+    two cannot be combined.
     """
+    own = [c.get("forced_prefix", "") for c in contexts]
+    if forced_prefix is not None and any(own):
+      raise ValueError("a forced_prefix was given for prompts that carry their own context['forced_prefix'] "
+                       f"({sum(map(bool, own))} of {len(own)})")
     if forced_prefix is not None:
       ids, _ = forced_prefix
       prompts = [dataclasses.replace(p, input_ids=np.concatenate([np.asarray(p.input_ids), ids]).astype(np.int32))
@@ -131,9 +138,9 @@ class EpisodeRunner:
                                 keep_cache=multi_turn and turn + 1 < env.max_turns)
       tokens, logprobs, lengths = (np.asarray(x) for x in (out.tokens, out.logprobs, out.lengths))
       texts = self.decode(tokens[active])
-      if turn == 0 and forced_prefix is not None:
-        texts = [forced_prefix[1] + text for text in texts]
       for row, text in zip(np.flatnonzero(active), texts):
+        if turn == 0:
+          text = (forced_prefix[1] if forced_prefix is not None else own[row // num_samples]) + text
         trajectories[row].actions.append((tokens[row, :lengths[row]].copy(), logprobs[row, :lengths[row]].copy()))
         episodes[row].actions.append(text)
       if turn == 0:

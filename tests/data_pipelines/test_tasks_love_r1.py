@@ -137,6 +137,10 @@ def test_bad_records_are_skipped_counted_and_named_by_the_pipeline(tokenizer, ca
       "skipped_bad_media": 2, "skipped_too_long": 0}
   assert "missing.mp4" in caplog.text and "corrupt.mp4" in caplog.text
   assert f"{RECORDS}:record 4" in caplog.text
+  # The grounding record's prompt ends with the forced zoom prefix; the others with the generation prompt.
+  forced = np.asarray(tokenizer.encode(reward.ZOOM_PREFIX, add_special_tokens=False))
+  ends = [np.array_equal(np.asarray(b["input_ids"][0])[-len(forced):], forced) for b in batches[:3]]
+  assert ends == [bool(b["reward_context"][0]["forced_prefix"]) for b in batches[:3]] and sum(ends) == 1
   first = batches[0]
   # Overview: min(2 * 12, 8) = 8 frames of 28 x 28 → 4 temporal x 2 x 2 patches.
   np.testing.assert_array_equal(first["video_grid_thw"], [[4, 2, 2]])
@@ -258,7 +262,8 @@ def test_synthetic_items_are_deterministic_and_held_out_items_never_trained():
 
 
 def test_detail_is_legible_only_at_zoom_resolution(tmp_path):
-  """The 24 arrangements: overview frames (28 x 28) ~equal, zoom frames (112 x 112) distinct."""
+  """The 24 arrangements: overview frames (28 x 28) ~equal, zoom frames (112 x 112) distinct; the
+  clock in the overview tells the slot."""
   budgets = love_r1.FrameBudgets(overview_max_frames=24, overview_max_pixels=28 * 28,
                                  zoom_max_frames=4, zoom_max_pixels=112 * 112)
   assert SMALL.overview_side == 28
@@ -272,8 +277,9 @@ def test_detail_is_legible_only_at_zoom_resolution(tmp_path):
     zoom = love_r1.zoom_clip(path, 4, 8, budgets)
     zooms.append(zoom.frames.astype(int))
     # Reading the zoom: the pattern's first whole top-left cell has the answer's colour.
-    o = SMALL.pattern_origin + 3 * SMALL.cell // 2
-    cell = zoom.frames[:, o:o + SMALL.cell, o:o + SMALL.cell].reshape(-1, 3).mean(0)
+    top, _, left, _ = SMALL.pattern_box
+    r, c = (v + SMALL.pattern_border + 3 * SMALL.cell // 2 for v in (top, left))
+    cell = zoom.frames[:, r:r + SMALL.cell, c:c + SMALL.cell].reshape(-1, 3).mean(0)
     answer = list(synthetic.COLORS.values())[arrangement[0]]
     np.testing.assert_allclose(cell, answer, atol=3)
   overviews, zooms = np.stack(overviews), np.stack(zooms)
@@ -281,11 +287,18 @@ def test_detail_is_legible_only_at_zoom_resolution(tmp_path):
   top, bottom, left, right = (v // 4 for v in SMALL.marker_box)
   assert (overviews[:, :, top + 1:bottom - 1, left + 1:right - 1] > 200).all()
   # Across answers the whole overview frame changes by a few levels at most ...
-  assert (overviews.max(0) - overviews.min(0)).max() <= 8
+  assert (overviews.max(0) - overviews.min(0)).max() <= 4
   # ... while at zoom size the pattern's pixels change by ~200 on average.
-  o, p = SMALL.pattern_origin, SMALL.pattern_size
+  top, bottom, left, right = (v + d * SMALL.pattern_border for v, d in zip(SMALL.pattern_box, (1, -1, 1, -1)))
   spread = zooms.max(0) - zooms.min(0)
-  assert spread[:, o:o + p, o:o + p].mean() > 150
+  assert spread[:, top:bottom, left:right].mean() > 150
+  # The clock: in the overview its lit length grows by a segment per slot.
+  overview = video.sample_video(path, budgets.overview(12.0))
+  top, bottom, _, _ = (v // 4 for v in SMALL.clock_box)
+  lit = (overview.frames[:, (top + bottom) // 2].astype(int).sum(-1) > 3 * 100).sum(-1)
+  for slot in range(3):
+    in_slot = lit[(overview.timestamps >= 4 * slot) & (overview.timestamps < 4 * slot + 4)]
+    assert np.abs(in_slot - SMALL.clock_fill(slot) / 4).max() <= 1, (slot, in_slot)
 
 
 def test_teacher_steps_and_imperfect_fraction():

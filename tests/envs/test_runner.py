@@ -196,3 +196,25 @@ def test_groups_follow_prompt_ids_not_row_order():
   np.testing.assert_array_equal(rollout.batch["prompt_id"], [7, 7, 9, 9])
   np.testing.assert_array_equal(rollout.batch["completion_ids"][:, 0], [1, 2, 10, 30])
   assert rollout.batch["advantages"][0] < 0 < rollout.batch["advantages"][1]
+
+
+def test_a_context_s_forced_prefix_starts_its_first_actions_and_cannot_be_combined(setup):
+  """A prompt's own forced prefix (its tokens already end the prompt, as the data pipeline puts them)
+  is in front of its first actions' text; other prompts' actions are as sampled."""
+  env = types.SimpleNamespace(max_turns=1, max_observation_tokens=0, timeout_s=1.0,
+                              reset=lambda context, truth: None,
+                              step=lambda episode, turn: StepResult(done=True))
+  decode = lambda ids: setup.tokenizer.batch_decode(ids, skip_special_tokens=True)
+  runner = EpisodeRunner(Sampler(setup.model, pad_id=setup.builder.pad_id), env,
+                         SamplingControls(max_new_tokens=4, temperature=1.0, stop_token_ids=()), decode)
+  prefix = "look again "
+  ids = [np.asarray([5, 6, 7], np.int32),
+         np.asarray([5, 6, 7] + setup.tokenizer.encode(prefix, add_special_tokens=False), np.int32)]
+  contexts = [{}, {"forced_prefix": prefix}]
+  out = runner(setup.params, [{"input_ids": i} for i in ids], contexts, [{}, {}], num_samples=2, key=jax.random.key(1))
+  for row, episode in enumerate(out.episodes):
+    sampled = decode(out.trajectories[row].actions[0][0][None])[0]
+    assert episode.actions[0] == (prefix if row >= 2 else "") + sampled
+  with pytest.raises(ValueError, match="carry their own context\\['forced_prefix'\\]"):
+    runner(setup.params, [{"input_ids": i} for i in ids], contexts, [{}, {}], num_samples=2, key=jax.random.key(1),
+           forced_prefix=(np.asarray([8], np.int32), "x"))
