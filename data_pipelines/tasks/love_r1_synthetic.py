@@ -2,24 +2,31 @@
 
 A video lasts `num_slots` slots of `slot_s` seconds (default 6-15 slots of 20 s: 2-5 minutes) at
 `fps` (default 1) frames per second, `frame_size` pixels square, on a plain dark background.
-During one slot a large white square appears (top right; visible in any overview) and, with it,
-a small checkered pattern (top left) tiling a 2 x 2 motif of four colours (red, green, blue,
-yellow, in a random arrangement). The question asks for the colour of the pattern's top-left
-square: options 'A. red' ... 'D. yellow', answer `<answer>X</answer>`. The true interval is the
-event's slot, [k * slot_s, (k + 1) * slot_s] in integer seconds, written as `clue_intervals`.
+Layout, in quarters of the frame side (one merged vision token each at the default 112 px):
+* a clock band across the top quarter, lit one segment (frame_size / max_slots px) further at each
+  slot: the stand-in, legible at any resolution, for the red timestamp the reader stamps on every
+  frame (a few pixels tall in an overview, too small for a tiny model to read);
+* during one slot, the event: a large white square in the right half (visible in any overview)
+  and, filling the left half below the clock, a checkered pattern tiling a 2 x 2 motif of four
+  colours (red, green, blue, yellow, in a random arrangement);
+* the bottom-right quarter stays clear for the stamp.
+The question asks for the colour of the pattern's top-left square: options 'A. red' ...
+'D. yellow', answer `<answer>X</answer>`. The true interval is the event's slot,
+[k * slot_s, (k + 1) * slot_s] in integer seconds, written as `clue_intervals`. So WHEN is read in
+the overview (the clock under the white square) and WHAT only in a zoom clip.
 
 Why the overview cannot tell the answer: the motif repeats with a period of 2 * `cell` pixels, so
 a frame shown at side <= frame_size / (2 * cell) (28 px for the defaults) averages every period
 to the mean of the four colours, whatever the arrangement. The pattern starts and ends with half
-cells, which keeps the windowed tiling balanced at its edges too: across the 24 arrangements the
-28 x 28 overview differs by at most a few levels (of 255) around the pattern, while the
-full-size frame differs by ~200. Zoom clips must keep the frame size (zoom_max_pixels >=
-frame_size**2) to read 2-pixel cells. `tests/data_pipelines/test_tasks_love_r1.py` checks both.
+cells and fades into its mean colour at its edges, which keeps the windowed tiling balanced at its edges
+too: across the 24 arrangements the 28 x 28 overview differs by at most a few levels (of 255),
+while the full-size frame differs by ~200. Zoom clips must keep the frame size
+(zoom_max_pixels >= frame_size**2) to read 2-pixel cells. `tests/data_pipelines/test_tasks_love_r1.py`
+checks both.
 
-Frames: the stamp LOVE-R1 adds (red second, bottom right) never covers the pattern or the square.
 Videos are H.264 yuv444p, lossless (CRF 0), keyframe every slot (cheap seeks for zoom clips), in
-.mp4 (or VP9 lossless in .webm). Only two distinct frames exist per video, converted to YUV once,
-so a 2-5 minute video encodes in ~20-40 ms.
+.mp4 (or VP9 lossless in .webm). Each slot has one distinct frame, converted to YUV once, so a 2-5
+minute video encodes in tens of milliseconds.
 
 Splits: 'test' records are fixed (they ignore the seed); 'train' record i is drawn from (seed, i)
 and redrawn when it equals one of the first `test_size` test items (same slots, event slot and
@@ -51,6 +58,7 @@ COLORS = {"red": (230, 40, 40), "green": (40, 190, 60), "blue": (40, 90, 240),
 LETTERS = "ABCD"
 BACKGROUND = (40, 40, 40)
 MARKER = (255, 255, 255)
+CLOCK = (160, 160, 160)
 SPLITS = ("train", "test")
 TEACHERS = ("perfect", "loose", "wrong", "guess")
 PROBLEM = ("A small checkered pattern appears while the white square is on screen. What colour "
@@ -90,28 +98,43 @@ class LongVideoTask:
       raise ValueError(f"need 2 <= min_slots ({self.min_slots}) <= max_slots ({self.max_slots})")
     if not 1 <= self.slot_s <= 60 or self.fps <= 0:  # a one-slot zoom must be valid (<= 60 s)
       raise ValueError(f"slot_s={self.slot_s} must be in [1, 60] and fps={self.fps} > 0")
-    if self.cell < 1 or self.pattern_size < 2 * self.cell:
-      raise ValueError(f"cell={self.cell} must be >= 1 and fit twice in the pattern "
-                       f"({self.pattern_size} px)")
+    if self.cell < 1 or 2 * self.cell > self.quarter // 2:
+      raise ValueError(f"cell={self.cell} must be >= 1 and its motif fit twice in a quarter of the frame "
+                       f"({self.quarter} px)")
     if self.container not in _CODECS:
       raise ValueError(f"container={self.container!r} must be one of {tuple(_CODECS)}")
 
   @property
-  def pattern_origin(self) -> int:
-    """Row and column of the pattern's top-left pixel."""
-    return self.frame_size // 8
+  def quarter(self) -> int:
+    """A quarter of the frame side: one merged vision token (28 px) at the default 112 px."""
+    return self.frame_size // 4
 
   @property
-  def pattern_size(self) -> int:
-    """Side of the pattern in pixels: whole motifs filling about a quarter of the frame side."""
-    period = 2 * self.cell
-    return self.frame_size // 4 // period * period
+  def clock_box(self) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the clock's band, across the top quarter."""
+    q = self.quarter
+    return q // 4, 3 * q // 4, 0, self.frame_size
+
+  def clock_fill(self, slot: int) -> int:
+    """Columns of the clock's band lit during `slot`: one segment more per slot."""
+    return (slot + 1) * self.frame_size // self.max_slots
+
+  @property
+  def pattern_box(self) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the pattern: the left half below the clock, in whole motifs."""
+    q, period = self.quarter, 2 * self.cell
+    return q, q + 3 * q // period * period, 0, 2 * q // period * period
+
+  @property
+  def pattern_border(self) -> int:
+    """How far the pattern's contrast ramps up from its edges: two motifs."""
+    return 4 * self.cell
 
   @property
   def marker_box(self) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the white square."""
-    s = self.frame_size
-    return s // 8, s // 2, s // 2, s * 7 // 8
+    """(top, bottom, left, right) of the white square, in the right half, clear of the stamp."""
+    q = self.quarter
+    return q + q // 4, 3 * q - q // 4, 2 * q + q // 4, 4 * q - q // 4
 
   @property
   def overview_side(self) -> int:
@@ -151,30 +174,39 @@ def sample_item(rng: np.random.Generator, task: LongVideoTask) -> Item:
 
 
 def pattern(arrangement, task: LongVideoTask) -> np.ndarray:
-  """float64 [P, P, 3]: the motif tiled over the pattern, with half cells at its edges.
+  """float64 [height, width, 3] of `task.pattern_box`: the motif tiled, fading into its mean colour.
 
-  Drawn at twice the resolution and box-averaged, so a half cell of an odd `cell` is a pixel
-  of half weight (blended with its neighbour) rather than an unbalanced whole pixel.
+  The tiling starts with half a cell, drawn at twice the resolution and box-averaged (a half cell
+  of an odd `cell` is a pixel of half weight). Its contrast ramps up linearly over
+  `task.pattern_border` pixels from each edge: a resampling filter that straddles a hard edge of a
+  periodic pattern sees an unbalanced part of a motif, a ramp leaves it nearly nothing to see.
   """
-  size, cell = task.pattern_size, task.cell
-  fine = np.arange(2 * size) + cell  # half-pixel units, shifted by half a cell (cell/2 px)
-  phase = (fine // (2 * cell)) % 2
+  top, bottom, left, right = task.pattern_box
+  cell, border = task.cell, task.pattern_border
+  phase = lambda size: ((np.arange(2 * size) + cell) // (2 * cell)) % 2  # half-pixel units, shifted by cell/2 px
+  rows, cols = phase(bottom - top), phase(right - left)
   colors = np.asarray(list(COLORS.values()), np.float64)
   motif = np.asarray(arrangement).reshape(2, 2)
-  image = colors[motif[phase[:, None], phase[None, :]]]
-  return image.reshape(size, 2, size, 2, 3).mean((1, 3))
+  tiled = colors[motif[rows[:, None], cols[None, :]]].reshape(bottom - top, 2, right - left, 2, 3).mean((1, 3))
+  ramp = lambda size: np.clip((np.minimum(np.arange(size), np.arange(size)[::-1]) + 0.5) / border, 0, 1)
+  contrast = ramp(bottom - top)[:, None, None] * ramp(right - left)[None, :, None]
+  mean = colors.mean(0)
+  return mean + contrast * (tiled - mean)
 
 
-def render(item: Item, task: LongVideoTask, *, event: bool) -> np.ndarray:
-  """uint8 [frame_size, frame_size, 3]: the background, plus the square and pattern if `event`."""
+def render(item: Item, task: LongVideoTask, *, slot: int, event: bool) -> np.ndarray:
+  """uint8 [frame_size, frame_size, 3]: the background and the clock at `slot`, plus the square and
+  the pattern if `event`."""
   s = task.frame_size
   frame = np.empty((s, s, 3), np.float64)
   frame[:] = BACKGROUND
+  top, bottom, left, _ = task.clock_box
+  frame[top:bottom, left:left + task.clock_fill(slot)] = CLOCK
   if event:
     top, bottom, left, right = task.marker_box
     frame[top:bottom, left:right] = MARKER
-    o, p = task.pattern_origin, task.pattern_size
-    frame[o:o + p, o:o + p] = pattern(item.arrangement, task)
+    top, bottom, left, right = task.pattern_box
+    frame[top:bottom, left:right] = pattern(item.arrangement, task)
   return np.round(frame).astype(np.uint8)
 
 
@@ -183,7 +215,6 @@ def encode_video(path: str, item: Item, task: LongVideoTask) -> str:
   codec = _CODECS[task.container]
   rate = fractions.Fraction(task.fps).limit_denominator(1000)
   num_frames = int(round(item.duration(task) * task.fps))
-  first, last = (round(t * task.fps) for t in item.interval(task))
   with av.open(path, "w") as container:
     stream = container.add_stream(codec, rate=rate)
     stream.width = stream.height = task.frame_size
@@ -196,11 +227,11 @@ def encode_video(path: str, item: Item, task: LongVideoTask) -> str:
     else:
       stream.options = {"lossless": "1", "deadline": "realtime", "cpu-used": "8"}
       stream.gop_size = gop
-    # The only two distinct frames, converted to YUV once and re-sent with new timestamps.
-    frames = [av.VideoFrame.from_ndarray(render(item, task, event=e), format="rgb24")
-              .reformat(format="yuv444p") for e in (False, True)]
+    # One distinct frame per slot, converted to YUV once and re-sent with new timestamps.
+    frames = [av.VideoFrame.from_ndarray(render(item, task, slot=k, event=k == item.event_slot), format="rgb24")
+              .reformat(format="yuv444p") for k in range(item.num_slots)]
     for i in range(num_frames):
-      frame = frames[first <= i < last]
+      frame = frames[min(int(i / task.fps) // task.slot_s, item.num_slots - 1)]
       frame.pts = i
       container.mux(stream.encode(frame))
     container.mux(stream.encode())
