@@ -5,19 +5,22 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
     python experiments/run.py --config=experiments/configs/love_r1.py --workdir=/tmp/love_r1
 
 * data: the synthetic long-video task (data_pipelines/tasks/love_r1_synthetic.py), written on first use
-  under <workdir>/data in the released record layout and read back by the same reader as `:real`: 2-2.7
-  minute videos in which a white square shows during one 20 s slot (visible in the overview) with a small
-  checkered pattern whose top-left colour is the answer (A-D), legible only in a zoomed clip. Overview: 32
-  frames of 28x28 pixels stamped with their second; zoom clip: 4 frames of 112x112;
+  under <workdir>/data in the released record layout and read back by the same reader as `:real`: 160 s
+  videos of eight 20 s slots. A clock band across the top grows one step per slot; during one slot a white
+  square shows (visible in the overview) beside a checkered pattern whose top-left colour is the answer
+  (A-D) and which fades into its mean colour at its edges, so it is legible only in a zoomed clip.
+  Overview: 32 frames of 28x28 pixels (4 per slot) stamped with their second; zoom clip: 4 frames of
+  112x112;
 * model: the tiny Qwen2.5-VL of the STAR-R1 default (random, frozen vision tower; trained merger and
   2-layer decoder) with a tokenizer built from the task's text;
 * episode (r1jax/envs/love_r1.py): turn 1 answers (`I get the answer.` ... `\\boxed{X}`) or asks for a
   zoom (`I need to zoom in on the video.` ... `\\boxed{[t1, t2]}`); a valid zoom appends the clip and
   turn 2 answers. Decoupled rewards: turn 1 by its own answer or by turn 2's, turn 2 by its answer;
   advantages over the G first turns and over the second turns apart;
-* stage `sft`: both CoT steps of every record (30% written by an imperfect teacher: loose or wrong
-  zooms, or direct guesses);
-* stage `grpo`: G=8, temperature 1.0, the LOVE-R1 reward (accuracy + format);
+* stage `sft` (150 steps): both CoT steps of every record (30% written by an imperfect teacher: loose or
+  wrong zooms, or direct guesses);
+* stage `grpo` (40 steps): G=8, temperature 1.0, the LOVE-R1 reward (accuracy + format); grounding
+  records are rolled out with the zoom prefix forced;
 * evaluation (greedy) on 100 held-out videos: accuracy, format, the fraction of episodes that zoom, the
   zoom's IoU with the true interval, and `no_zoom`: the same videos with the answer prefix forced, so
   the policy must answer from the overview alone.
@@ -58,7 +61,7 @@ def embedded_config() -> ml_collections.ConfigDict:
                                               length_buckets=(160, 320))
   config.data.update(dict(prompt_style="short", synthetic="train", synthetic_items=400, synthetic_dir="",
                           synthetic_test_size=100, synthetic_brief=True,
-                          synthetic_min_slots=6, synthetic_max_slots=8, imperfect_fraction=0.3, read_threads=1,
+                          synthetic_min_slots=8, synthetic_max_slots=8, imperfect_fraction=0.3, read_threads=1,
                           **TINY_BUDGETS))
   config.env.name = "love_r1"
   config.env.options = ml_collections.ConfigDict(dict(max_observation_tokens=64))
@@ -75,10 +78,10 @@ def embedded_config() -> ml_collections.ConfigDict:
   config.eval.splits = _held_out(dict(synthetic="test", synthetic_items=100, batch_size=50))
   config.stages = ml_collections.ConfigDict({
       "sft": dict(stage="sft", data=dict(mode="sft", batch_size=16),
-                  optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
+                  optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=150)),
       "grpo": dict(stage="grpo", data=dict(batch_size=8),
                    optim=dict(learning_rate=5e-4, warmup_steps=20, micro_batches=2),
-                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=200)),
+                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=40)),
   })
   config.stage_order = ("sft", "grpo")
   return config
