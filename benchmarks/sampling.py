@@ -34,11 +34,23 @@ from r1jax.sampling import Sampler, SamplingControls
 VL_SPECIAL = dict(vision_start_token_id=31995, vision_end_token_id=31996, image_token_id=31997, video_token_id=31998)
 
 
-def text_model() -> transformers.PreTrainedModel:
-  """~98M parameters, Qwen2.5-0.5B proportions: hidden 768, 12 layers, 12/2 heads, vocab 32k, tied."""
+TEXT_MODEL = dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                  num_attention_heads=12, num_key_value_heads=2)
+TINY_TEXT_MODEL = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2)  # checks a benchmark's code path in seconds
+
+
+def text_model(**sizes) -> transformers.PreTrainedModel:
+  """A Qwen2.5-shaped Qwen2ForCausalLM with random weights: tied embeddings, rope theta 1e6.
+
+  By default ~98M parameters, Qwen2.5-0.5B proportions (`TEXT_MODEL`: hidden 768, 12 layers,
+  12/2 heads, vocab 32k); `sizes` replaces those Qwen2Config fields (e.g. `**TINY_TEXT_MODEL`).
+  """
+  unknown = set(sizes) - set(TEXT_MODEL)
+  if unknown:
+    raise ValueError(f"text_model sizes {sorted(unknown)} are not among {sorted(TEXT_MODEL)}")
   config = transformers.Qwen2Config(
-      vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-      num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=32768,
+      **{**TEXT_MODEL, **sizes}, tie_word_embeddings=True, max_position_embeddings=32768,
       rope_parameters={"rope_type": "default", "rope_theta": 1e6}, rms_norm_eps=1e-6)
   return transformers.Qwen2ForCausalLM(config).eval()
 
@@ -56,8 +68,9 @@ def vl_model() -> transformers.PreTrainedModel:
   return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
 
 
-def text_prompts(rng, count: int, length: int) -> list[dict]:
-  return [{"input_ids": rng.integers(10, 31000, length).astype(np.int32)} for _ in range(count)]
+def text_prompts(rng, count: int, length: int, vocab: int = 32000) -> list[dict]:
+  """`count` prompts of `length` random ids in [10, vocab * 31 / 32)."""
+  return [{"input_ids": rng.integers(10, vocab * 31 // 32, length).astype(np.int32)} for _ in range(count)]
 
 
 def vl_prompts(rng, count: int, length: int) -> list[dict]:
