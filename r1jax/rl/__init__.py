@@ -19,7 +19,7 @@ from r1jax.rl.advantages import (  # noqa: F401
 )
 from r1jax.rl.aggregation import AGGREGATIONS, agg_loss, get_aggregation, register_aggregation  # noqa: F401
 from r1jax.rl.kl import KL_ESTIMATORS, get_kl_estimator, kl_penalty, register_kl_estimator  # noqa: F401
-from r1jax.rl.logprobs import token_entropy, token_logprobs  # noqa: F401
+from r1jax.rl.logprobs import token_entropy, token_logprobs, token_logprobs_and_entropy  # noqa: F401
 from r1jax.rl.metrics import Metrics, accumulate_metrics, finalize_metrics  # noqa: F401
 from r1jax.rl.objective import grpo_loss  # noqa: F401
 from r1jax.rl.policy_losses import (  # noqa: F401
