@@ -17,9 +17,9 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   zoom (`I need to zoom in on the video.` ... `\\boxed{[t1, t2]}`); a valid zoom appends the clip and
   turn 2 answers. Decoupled rewards: turn 1 by its own answer or by turn 2's, turn 2 by its answer;
   advantages over the G first turns and over the second turns apart;
-* stage `sft` (150 steps): both CoT steps of every record (30% written by an imperfect teacher: loose or
+* stage `sft` (300 steps): both CoT steps of every record (30% written by an imperfect teacher: loose or
   wrong zooms, or direct guesses);
-* stage `grpo` (40 steps): G=8, temperature 1.0, the LOVE-R1 reward (accuracy + format); grounding
+* stage `grpo` (24 steps): G=8, temperature 1.0, the LOVE-R1 reward (accuracy + format); grounding
   records are rolled out with the zoom prefix forced;
 * evaluation (greedy) on 100 held-out videos: accuracy, format, the fraction of episodes that zoom, the
   zoom's IoU with the true interval, and `no_zoom`: the same videos with the answer prefix forced, so
@@ -78,10 +78,10 @@ def embedded_config() -> ml_collections.ConfigDict:
   config.eval.splits = _held_out(dict(synthetic="test", synthetic_items=100, batch_size=50))
   config.stages = ml_collections.ConfigDict({
       "sft": dict(stage="sft", data=dict(mode="sft", batch_size=16),
-                  optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=150)),
+                  optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
       "grpo": dict(stage="grpo", data=dict(batch_size=8),
                    optim=dict(learning_rate=5e-4, warmup_steps=20, micro_batches=2),
-                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=40)),
+                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=24)),
   })
   config.stage_order = ("sft", "grpo")
   return config
