@@ -6,9 +6,10 @@ w_in_block), so each run of `spatial_merge_size**2` rows is one merged LLM token
 
 Everything that depends on the grid sizes (the window permutation, which patches may attend to
 which, the 2D rotary positions) is computed on the host in NumPy by `vision_grid`. It returns
-arrays whose shapes depend only on the number of patches, so the jitted tower compiles once per
-patch count, and attention is restricted by segment ids: there are no Python loops over images
-inside jit and no attention across images, videos or video frames.
+arrays whose shapes depend only on the number of patches, and attention is restricted by segment
+ids: there are no Python loops over images inside jit and no attention across images, videos or
+video frames. `pad_vision_patches` pads the patches to a bucket with a blank item that attends
+only to itself, so the jitted tower compiles once per bucket, not once per patch count.
 
 Logical parameter axes: `vision_patch` (patch_dim input of the patch embedding), `vision_embed`
 (tower width, also the 4x concatenated merger input), `vision_heads`, `head_dim`, `vision_mlp`
@@ -73,26 +74,50 @@ def _check_grid(vision: VisionConfig, grid_thw) -> np.ndarray:
   return grid.astype(np.int64)
 
 
-def pad_vision_items(pixels, grid_thw) -> tuple[np.ndarray, np.ndarray]:
-  """Packed items padded with blank copies of the last one up to a power-of-two count.
+def ladder_bucket(count: int, unit: int = 1) -> int:
+  """The smallest size >= `count` on a geometric ladder of `unit`s: 2, 3, 4, 6, 8, 12, 16, 24, ... units.
 
-  A step whose item count varies (e.g. one zoom clip per episode that asked for one) would make
-  every jitted function that encodes them compile again; with padding it sees a few counts only.
-  The padding's features come after every real item's, so nothing places or gathers them.
+  Jitted functions whose shapes follow a count that varies with the data (packed patches,
+  vision tokens) compile once per bucket instead of once per count. Two steps per doubling: a
+  bucket is at most 1.5 times its count (rounded up to units), and a run over many image sizes
+  sees about two buckets per doubling of size.
+  """
+  if count < 0 or unit < 1:
+    raise ValueError(f"ladder_bucket needs count >= 0 and unit >= 1, got count={count} unit={unit}")
+  units = max(-(-count // unit), 2)
+  power = 1 << (units - 1).bit_length()  # the smallest power of two >= units
+  return unit * (power * 3 // 4 if power >= 4 and power * 3 // 4 >= units else power)
+
+
+def pad_vision_patches(vision: VisionConfig, pixels, grid_thw) -> tuple[np.ndarray, np.ndarray]:
+  """Packed items followed by one blank padding item, so that the patch count is a ladder bucket.
+
+  Every array the tower takes (`VisionGrid` included) has a length set by the patch count, so
+  images of any sizes, and any number of them, compile the jitted functions that encode them once
+  per bucket (`ladder_bucket` of merged tokens). The padding item is a 1-frame strip of merged
+  tokens (grid (1, merge, k * merge)): its windows and its frame are segments of their own, so
+  real patches never attend to it, and its features come after every real item's, so nothing
+  places or gathers them.
 
   Args:
-    pixels: float [patches, patch_dim]; grid_thw: int [items, 3] (items >= 1).
+    pixels: float [patches, patch_dim]; grid_thw: int [items, 3] (t, h, w), h and w multiples of
+      `vision.spatial_merge_size`.
 
   Returns:
-    (pixels [patches', patch_dim], grid_thw [items', 3]) with items' = the next power of two.
+    (pixels [bucket, patch_dim] zero-padded, grid_thw [items (+ 1), 3]).
   """
-  grid = np.asarray(grid_thw).reshape(-1, 3)
+  grid = _check_grid(vision, np.asarray(grid_thw).reshape(-1, 3))
   pixels = np.asarray(pixels)
-  extra = (1 << max(0, len(grid) - 1).bit_length()) - len(grid)
-  if not len(grid) or not extra:
+  patches = int(grid.prod(axis=1).sum())
+  if pixels.ndim != 2 or len(pixels) != patches:
+    raise ValueError(f"pixel values {list(pixels.shape)} must be [patches, patch_dim] with the {patches} patches "
+                     "grid_thw describes (sum of t*h*w)")
+  m = vision.spatial_merge_size
+  extra = ladder_bucket(patches, m * m) - patches
+  if not extra:
     return pixels, grid
-  blank = np.zeros((int(np.prod(grid[-1])), pixels.shape[1]), pixels.dtype)
-  return np.concatenate([pixels] + [blank] * extra), np.concatenate([grid, np.repeat(grid[-1:], extra, axis=0)])
+  blank = np.zeros((extra, pixels.shape[1]), pixels.dtype)
+  return np.concatenate([pixels, blank]), np.concatenate([grid, [[1, m, extra // m]]])
 
 
 def vision_grid(vision: VisionConfig, grid_thw) -> VisionGrid:

@@ -16,7 +16,7 @@ attention reads every slot of the cache, so this cuts its reads (and those slots
 softmax terms) by up to half; the cache is padded once between phases.
 
 Compiled executables are cached by everything that changes a shape or a static choice (prompt
-bucket, batch, G, max_new_tokens, greedy / top-k / top-p / entropy, vision patch counts, input
+bucket, batch, G, max_new_tokens, greedy / top-k / top-p / entropy, vision patch buckets, input
 shardings); each new one is logged with its compile time.
 
 Several processes (a mesh spanning hosts): every process calls the sampler at once with its own
@@ -46,7 +46,7 @@ from r1jax import sharding
 from r1jax.models import vlm
 from r1jax.models.layers import constrain
 from r1jax.models.llm import init_cache, with_shared_prefix
-from r1jax.models.vision import pad_vision_items, vision_grid
+from r1jax.models.vision import pad_vision_patches, vision_grid
 from r1jax.sampling import selection
 from r1jax.sampling.controls import SamplingControls, StaticControls
 from r1jax.sampling.outputs import SampleOutput
@@ -380,7 +380,8 @@ class Sampler:
         continue
       pixels = np.concatenate([getattr(d, pixels_name) for d in deltas if getattr(d, grid_name) is not None])
       grid = np.concatenate([g for g in grids if g is not None])
-      pixels, grid = pad_vision_items(pixels, grid)  # how many rows continue varies from call to call
+      # How many rows continue, and their clips' sizes, vary from call to call.
+      pixels, grid = pad_vision_patches(self.config.vision, pixels, grid)
       vision += [self._put(pixels.astype(np.float32), None),
                  jax.tree.map(lambda x: self._put(x, None), vision_grid(self.config.vision, grid))]
     image_grids = [d.image_grid_thw for d in deltas]
@@ -471,6 +472,8 @@ class Sampler:
       if pixels is None:
         vision += [None, None]
       else:
+        # Bucketed patch count: prompts' images of new sizes reuse a compiled prefill.
+        pixels, grid = pad_vision_patches(self.config.vision, pixels, grid)
         layout = vision_grid(self.config.vision, grid)
         vision += [self._put(pixels, None), jax.tree.map(lambda x: self._put(x, None), layout)]
     return args + tuple(vision)

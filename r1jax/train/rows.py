@@ -80,8 +80,44 @@ def left_pad_to(batch: dict[str, Any], length: int, pad_id: int) -> dict[str, An
   return out
 
 
+# Arrays [rows, completion_len] over the last completion_len columns of a learner row, and the
+# value of their padding columns.
+COMPLETION_PADDING = {"completion_mask": 0, "completion_ids": None, "sampler_logprobs": 0.0, "old_logprobs": 0.0,
+                      "ref_logprobs": 0.0, "advantages": 0.0, "turn_index": -1}
+
+
+def right_pad_completion(batch: dict[str, Any], width: int, pad_id: int) -> dict[str, Any]:
+  """Adds padding columns after every row's completion up to `width` completion columns.
+
+  input_ids get `pad_id` (as `completion_ids`), attention_mask False, positions continue one by
+  one after each row's last (causal attention: no real token sees them); the
+  completion arrays get `COMPLETION_PADDING` (per-token `advantages` [rows, completion_len]
+  only; per-row ones stay).
+  """
+  if "completion_mask" not in batch:
+    return batch
+  extra = width - batch["completion_mask"].shape[1]
+  if extra <= 0:
+    return batch
+  out = dict(batch)
+  pad_columns = lambda x, value: np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)], constant_values=value)
+  for key, value in COMPLETION_PADDING.items():
+    if key in batch and np.ndim(batch[key]) == 2:
+      out[key] = pad_columns(np.asarray(batch[key]), pad_id if value is None else value)
+  out["input_ids"] = pad_columns(batch["input_ids"], pad_id)
+  out["attention_mask"] = pad_columns(batch["attention_mask"], 0)
+  if "positions" in batch:
+    positions = np.asarray(batch["positions"])
+    out["positions"] = np.concatenate([positions, positions[..., -1:] + 1 + np.arange(extra)], axis=-1)
+  return out
+
+
 def concat_rows(batches: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
-  """Rows of all `batches` in order; sequences are left-padded to the longest first."""
+  """Rows of all `batches` in order; sequences are left-padded to the longest prompt first, and
+  completions right-padded to the widest (`right_pad_completion`)."""
+  if "completion_mask" in batches[0]:
+    width = max(b["completion_mask"].shape[1] for b in batches)
+    batches = [right_pad_completion(b, width, pad_id) for b in batches]
   length = max(b["input_ids"].shape[1] for b in batches)
   batches = [left_pad_to(b, length, pad_id) for b in batches]
   out = {}

@@ -12,9 +12,10 @@ import numpy as np
 
 from r1jax import sharding
 from r1jax.models import vlm
-from r1jax.models.vision import pad_vision_items, vision_grid
+from r1jax.models.vision import ladder_bucket, pad_vision_patches, vision_grid
 from r1jax.envs.runner import Trajectory
 from r1jax.sampling import Prompt, PromptBatch, SampleOutput
+from r1jax.sampling.prompts import bucket_length
 from r1jax.train import rows
 
 
@@ -65,11 +66,18 @@ class SequenceBuilder:
   # ------------------------------------------------------------------ learner side
 
   def learner_batch(self, batch: dict[str, Any], output: SampleOutput, num_samples: int) -> dict[str, Any]:
-    """The learner rows of single-turn samples: each row's completion is its one action."""
+    """The learner rows of single-turn samples: each row's completion is its one action.
+
+    The completion columns are the longest completion's, bucketed (`prompts.bucket_length`,
+    at most max_new_tokens), so the learner does not run over columns no row uses; with several
+    processes, the longest of any process's (their rows form one batch).
+    """
     tokens, logprobs, lengths = (np.asarray(x) for x in (output.tokens, output.logprobs, output.lengths))
     trajectories = [Trajectory(actions=[(tokens[r, :lengths[r]], logprobs[r, :lengths[r]])])
                     for r in range(len(tokens))]
-    return self.trajectory_batch(batch, output.prompts, trajectories, num_samples, tokens.shape[1])
+    longest = int(sharding.process_values([lengths.max(initial=0)]).max())
+    width = min(bucket_length(longest), tokens.shape[1])
+    return self.trajectory_batch(batch, output.prompts, trajectories, num_samples, width)
 
   def trajectory_batch(self, batch: dict[str, Any], prompts: PromptBatch, trajectories: list[Trajectory],
                        num_samples: int, width: int) -> dict[str, Any]:
@@ -245,8 +253,15 @@ class SequenceBuilder:
     return dict(batch, positions=np.asarray(positions, np.int32))
 
   def device_vision(self, batch: dict[str, Any], mesh=None, rules=None) -> dict[str, Any]:
-    """The vision inputs as the jitted learner takes them: grid_thw arrays become `VisionGrid`s
-    (host-computed window/segment layout), `second_per_grid_ts` goes (positions are precomputed).
+    """The vision inputs as the jitted learner takes them, with shapes from a few buckets only.
+
+    grid_thw arrays become `VisionGrid`s (host-computed window/segment layout) of pixel values
+    padded to a patch bucket (`vision.pad_vision_patches`), and `image_embed_index` /
+    `video_embed_index` (`shared_vision`; without it, the identity) are padded with index 0 to a
+    `vision.ladder_bucket` of the rows' vision tokens: the learner places the first n features
+    of the index at the n pad tokens of its rows, so the padding is never read, and images of
+    new sizes or counts reuse the compiled learner. `second_per_grid_ts` goes (positions are
+    precomputed).
 
     With a `mesh` spanning processes, each holding its own rows, every process's packed vision
     inputs are first gathered in global row order (`global_vision`): the learner declares them
@@ -255,21 +270,20 @@ class SequenceBuilder:
     out = dict(batch)
     if sharding.spans_processes(mesh):
       out.update(self.global_vision(out, mesh, rules))
-    for key in ("image_grid_thw", "video_grid_thw"):
-      grid = out.get(key)
-      if grid is not None and len(grid):
-        # Padded to a power-of-two item count: episodes add a varying number of clips per step,
-        # and each new count would compile the learner again. The features are then gathered by
-        # index (the padding's never are); without `shared_vision`'s index, the identity.
-        kind, pixels_key = ("image", "pixel_values") if key == "image_grid_thw" else ("video", "pixel_values_videos")
-        merge = self.config.vision.spatial_merge_size ** 2
-        out.setdefault(f"{kind}_embed_index", np.arange(int(np.asarray(grid).prod(axis=1).sum()) // merge,
-                                                        dtype=np.int32))
-        out[pixels_key], grid = pad_vision_items(out[pixels_key], grid)
-        out[key] = vision_grid(self.config.vision, np.asarray(grid))
-      else:
-        out.pop(key, None)
-        out.pop("pixel_values" if key == "image_grid_thw" else "pixel_values_videos", None)
+    merge = self.config.vision.spatial_merge_size ** 2
+    for kind, (_, grid_key, (pixels_key,), _) in rows.PACKED.items():
+      grid = out.get(grid_key)
+      if grid is None or not len(grid):
+        out.pop(grid_key, None)
+        out.pop(pixels_key, None)
+        continue
+      grid = np.asarray(grid).reshape(-1, 3)
+      index = out.get(f"{kind}_embed_index")
+      if index is None:
+        index = np.arange(int(grid.prod(axis=1).sum()) // merge)
+      out[f"{kind}_embed_index"] = np.pad(np.asarray(index, np.int32), (0, ladder_bucket(len(index)) - len(index)))
+      out[pixels_key], grid = pad_vision_patches(self.config.vision, out[pixels_key], grid)
+      out[grid_key] = vision_grid(self.config.vision, grid)
     out.pop("second_per_grid_ts", None)  # only get_rope_index needs it; positions are precomputed
     return out
 

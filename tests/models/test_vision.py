@@ -165,3 +165,44 @@ def test_window_attention_memory_grows_linearly_with_patches():
   dense = temp(_dense_segment_attention)
   assert vision.window_span(models.VisionConfig(patch_size=14, window_size=112)) == 64
   assert local * 10 < dense, (local, dense)  # dense scores alone are 4 x 4096**2 floats (256 MiB)
+
+
+def test_ladder_buckets_grow_geometrically():
+  assert [vision.ladder_bucket(n) for n in (0, 1, 3, 4, 5, 7, 9, 13, 17, 25, 33, 100)] == \
+      [2, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 128]
+  assert [vision.ladder_bucket(n, unit=4) for n in (1, 8, 9, 13, 96, 97)] == [8, 8, 12, 16, 96, 128]
+  for n in range(1, 300):  # at most 1.5 times the count (once past the smallest bucket)
+    assert n <= vision.ladder_bucket(n) <= max(2, 1.5 * n)
+  with pytest.raises(ValueError, match="count >= 0 and unit >= 1"):
+    vision.ladder_bucket(-1)
+
+
+def test_patch_padding_is_one_blank_item_whose_layout_depends_only_on_the_bucket(tower):
+  _, model, _, _ = tower
+  v = model.config.vision
+  pixels, grid = vision.pad_vision_patches(v, _pixels(model, GRID), GRID)  # 164 patches = 41 merged tokens
+  assert grid.tolist() == GRID.tolist() + [[1, 2, 14]] and pixels.shape == (192, v.patch_dim)  # bucket 48 tokens
+  assert not pixels[164:].any()
+  # Other items in the same bucket: every array of the layout has the same shape.
+  other = np.array([[1, 4, 4], [2, 8, 10]])  # 176 patches
+  shapes = lambda layout: [x.shape for x in layout]
+  assert shapes(vision.vision_grid(v, vision.pad_vision_patches(v, _pixels(model, other), other)[1])) == \
+      shapes(vision.vision_grid(v, grid))
+  same, same_grid = vision.pad_vision_patches(v, _pixels(model, [[1, 8, 24]]), [[1, 8, 24]])  # 192: on the ladder
+  assert same.shape[0] == 192 and same_grid.tolist() == [[1, 8, 24]]
+  with pytest.raises(ValueError, match="with the 164 patches grid_thw describes"):
+    vision.pad_vision_patches(v, _pixels(model, GRID)[:-4], GRID)
+
+
+@pytest.mark.parametrize("grid", [GRID, [[1, 2, 2]], [[2, 6, 4], [1, 10, 2]]])
+def test_padding_leaves_the_real_items_features_unchanged(tower, grid):
+  """The padding item attends only within its own windows and frame, and its features come last."""
+  _, model, params, encode = tower
+  v = model.config.vision
+  pixels = _pixels(model, grid)
+  padded, padded_grid = vision.pad_vision_patches(v, pixels, grid)
+  assert len(padded) > len(pixels)
+  real = np.asarray(encode(params, pixels, vision.vision_grid(v, grid))[0])
+  with_padding = np.asarray(encode(params, padded, vision.vision_grid(v, padded_grid))[0])
+  assert with_padding.shape[0] == len(padded) // v.spatial_merge_size**2
+  np.testing.assert_allclose(with_padding[:len(real)], real, rtol=1e-5, atol=1e-6)

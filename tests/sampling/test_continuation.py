@@ -148,24 +148,18 @@ def test_a_learner_row_of_the_episode_gives_the_sampler_s_log_probs_with_each_it
 
 
 def test_a_varying_number_of_clips_does_not_recompile_the_extend(vl):
-  """3 and then 4 continuing rows: the clips are padded to a power-of-two item count, so the
-  second call reuses the first's executable (and the padding changes no log-prob)."""
-  from r1jax.models.vision import pad_vision_items  # pylint: disable=g-import-not-at-top
+  """3 and then 4 continuing rows, with clips of other sizes: the clips' patches are padded to a
+  bucket (`vision.pad_vision_patches`), 24 merged tokens for their 20 and then 24, so the second call
+  reuses the first's executable."""
   config = vl.model.config
   rng = np.random.default_rng(6)
   prompts = [_video_prompt(config, rng, (2, 4, 4), 3, 2, 1.0), _video_prompt(config, rng, (2, 4, 4), 3, 2, 1.0)]
-  clip = _video_prompt(config, rng, (2, 4, 4), 2, 3, 1.0)
+  large, small = _video_prompt(config, rng, (2, 4, 4), 2, 3, 1.0), _video_prompt(config, rng, (2, 2, 4), 2, 3, 1.0)
   controls = SamplingControls(max_new_tokens=4, stop_token_ids=())
   counts = []
-  for keep in ({0, 1, 3}, {0, 1, 2, 3}):
+  for clips in ({0: large, 1: small, 3: large}, {0: large, 1: large, 2: small, 3: small}):  # 20, then 24 tokens
     prefilled = vl.sampler.prefill(vl.params, prompts, num_samples=GROUP, max_new_tokens=4)
     first = vl.sampler.decode(vl.params, prefilled, key=jax.random.key(0), controls=controls, keep_cache=True)
-    vl.sampler.extend(vl.params, first.continuation, [clip if r in keep else None for r in range(4)],
-                      max_new_tokens=4)
+    vl.sampler.extend(vl.params, first.continuation, [clips.get(r) for r in range(4)], max_new_tokens=4)
     counts.append(sum(e.function == "extend" for e in vl.sampler.compile_events))
   assert counts[1] == counts[0]
-  pixels, grid = pad_vision_items(np.ones((6, 2)), [[1, 2, 3]])
-  assert grid.tolist() == [[1, 2, 3]] and pixels.shape == (6, 2)
-  pixels, grid = pad_vision_items(np.ones((18, 2)), [[1, 2, 3], [1, 2, 3], [1, 3, 4]])
-  assert grid.tolist() == [[1, 2, 3], [1, 2, 3], [1, 3, 4], [1, 3, 4]] and pixels.shape == (30, 2)
-  assert not pixels[18:].any()
