@@ -33,17 +33,18 @@ def _model():
   return model, jax.tree_util.tree_map(jnp.array, host_params)
 
 
-def _rows(group: int):
-  """2 prompts x `group` rows; prompt 0 has two images, prompt 1 one; vision repeated per row."""
+def _rows(group: int, size: int = 56):
+  """2 prompts x `group` rows; prompt 0 has two images, prompt 1 one, of size x size pixels;
+  vision repeated per row."""
   rng = np.random.default_rng(0)
   prompts = []
   for num_images in (2, 1):
-    images = processing.process_images([rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)
+    images = processing.process_images([rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
                                         for _ in range(num_images)])
     ids = []
     for grid in images.grid_thw:
       ids += [START] + [IMAGE] * (int(np.prod(grid)) // 4) + [END]
-    ids += list(rng.integers(2, 50, 12 - len(ids) + 8))
+    ids += list(rng.integers(2, 50, max(20 - len(ids), 4)))
     prompts.append((np.array(ids, np.int32), images))
   length = max(len(ids) for ids, _ in prompts)
   batch = {"input_ids": [], "attention_mask": [], "pixel_values": [], "image_grid_thw": [], "image_counts": [],
@@ -86,3 +87,23 @@ def test_shared_vision_equals_per_row_vision_in_outputs_and_gradients():
     assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-5 * max(1.0, np.abs(np.asarray(b)).max())
   merger = [g for path, g in jax.tree_util.tree_flatten_with_path(once_grads)[0] if "merger" in jax.tree_util.keystr(path)]
   assert merger and any(np.abs(np.asarray(g)).max() > 0 for g in merger)  # the vision path is exercised
+
+
+def test_padded_vision_inputs_leave_the_learner_hidden_states_unchanged():
+  """`device_vision` pads the patches with a blank item and the vision-token index with zeros, to
+  buckets; the rows' hidden states equal those of the unpadded inputs (fp32)."""
+  from r1jax.models import vision  # pylint: disable=g-import-not-at-top
+  model, params = _model()
+  builder = SequenceBuilder(model)
+  shared = builder.shared_vision(builder.with_positions(_rows(group=2, size=84)))
+  host = {k: v for k, v in shared.items() if k not in ("image_counts",)}
+  padded = builder.device_vision(host)
+  exact = dict(host, image_grid_thw=vision.vision_grid(model.config.vision, host["image_grid_thw"]))
+  # 3 images of 36 patches (27 merged tokens): bucket 32 tokens; 2 rows each of both prompts: 54 -> 64.
+  assert (len(exact["pixel_values"]), len(padded["pixel_values"])) == (108, 128)
+  assert (len(exact["image_embed_index"]), len(padded["image_embed_index"])) == (54, 64)
+  hidden = jax.jit(lambda p, b: learner.hidden_states(model, p, b))
+  as_device = lambda b: {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in b.items()}
+  ours, reference = (np.asarray(hidden(params, as_device(b))) for b in (padded, exact))
+  real = shared["attention_mask"].astype(bool)
+  np.testing.assert_allclose(ours[real], reference[real], rtol=1e-5, atol=1e-6)
