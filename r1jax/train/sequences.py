@@ -270,7 +270,6 @@ class SequenceBuilder:
     out = dict(batch)
     if sharding.spans_processes(mesh):
       out.update(self.global_vision(out, mesh, rules))
-    merge = self.config.vision.spatial_merge_size ** 2
     for kind, (_, grid_key, (pixels_key,), _) in rows.PACKED.items():
       grid = out.get(grid_key)
       if grid is None or not len(grid):
@@ -280,7 +279,7 @@ class SequenceBuilder:
       grid = np.asarray(grid).reshape(-1, 3)
       index = out.get(f"{kind}_embed_index")
       if index is None:
-        index = np.arange(int(grid.prod(axis=1).sum()) // merge)
+        index = np.arange(int(grid.prod(axis=1).sum()) // self.config.vision.spatial_merge_size ** 2)
       out[f"{kind}_embed_index"] = np.pad(np.asarray(index, np.int32), (0, ladder_bucket(len(index)) - len(index)))
       out[pixels_key], grid = pad_vision_patches(self.config.vision, out[pixels_key], grid)
       out[grid_key] = vision_grid(self.config.vision, grid)
