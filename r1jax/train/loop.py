@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -172,41 +173,70 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
       counters = extra["counters"]
       _log.info("resumed stage %s at step %d from %s", name, int(state.step), ckpt.directory)
 
+    step = int(state.step)
     _log.info("stage %s: training from step %d to %d; the first step compiles the sampler and the learner",
-              name, int(state.step), total_steps)
-    writer = MetricWriter(stage_dir, total_steps=total_steps, initial_step=int(state.step),
+              name, step, total_steps)
+    writer = MetricWriter(stage_dir, total_steps=total_steps, initial_step=step,
                           progress_bar=config.train.progress_bar, name=name)
     updater = _Updater(config, model, mesh, rules, tx)
     step_fn = _GrpoStep(config, model, tokenizer, reference, updater, hooks) if config.stage == "grpo" else \
         _SftStep(model, updater)
     stop = interrupts.GracefulStop()
     stop.install()
+    # A step's metrics stay on device until the next step has been dispatched (or until this step
+    # is logged with an evaluation, checkpointed or the last): the host does not wait for the
+    # device at every step. So the non-finite counters, and NonFiniteError, may come one step late;
+    # a checkpoint always holds the counters of every step it contains.
+    clock = _StepClock()
+    pending = None
+
+    def finish(record: _StepRecord, evaluate: bool = False) -> None:
+      metrics = {k: float(v) for k, v in record.metrics.items()}  # waits for that step's device work
+      _count_nonfinite(metrics, counters, config.train.max_nonfinite_steps)
+      metrics["perf/step_s"] = clock.seconds(record)
+      metrics["perf/steps_per_s"] = 1.0 / metrics["perf/step_s"]
+      metrics["train/skipped_updates"] = counters["skipped_updates"]
+      metrics["optim/lr"] = float(record.learning_rate)  # of the step's last update
+      if evaluate:
+        metrics.update(_prefixed("eval", hooks.evaluate(config, model, state.params, tokenizer, stage_dir)))
+      if record.step % config.train.log_every == 0 or record.step == total_steps:
+        writer.write(record.step, metrics)
+        writer.write_samples(record.step, record.samples)
+
     try:
-      while int(state.step) < total_steps:
+      while step < total_steps:
         ckpt.check()  # a failed background save stops the run before another step is trained
         started = time.perf_counter()
-        step = int(state.step)
-        state, metrics = step_fn(state, data, jax.random.fold_in(jax.random.wrap_key_data(state.rng), step))
-        _count_nonfinite(metrics, counters, config.train.max_nonfinite_steps)
-        metrics["perf/step_s"] = time.perf_counter() - started
-        metrics["perf/steps_per_s"] = 1.0 / metrics["perf/step_s"]
-        metrics["train/skipped_updates"] = counters["skipped_updates"]
-        metrics["optim/lr"] = float(schedule(max(0, optim.updates_done(state.opt_state) - 1)))  # of the last update
-        new_step = int(state.step)
-        if config.train.eval_every and hooks.evaluate and new_step % config.train.eval_every == 0 \
-            and new_step < total_steps:
-          metrics.update(_prefixed("eval", hooks.evaluate(config, model, state.params, tokenizer, stage_dir)))
-        if new_step % config.train.log_every == 0 or new_step == total_steps:
-          writer.write(new_step, metrics)
-          writer.write_samples(new_step, getattr(step_fn, "last_samples", []))
-        saved = ckpt.save(new_step, state, _extra(data, counters), force=new_step == total_steps)
+        try:
+          state, metrics = step_fn(state, data, jax.random.fold_in(jax.random.wrap_key_data(state.rng), step))
+        except BaseException:
+          if pending is not None:  # the last finished step is still logged (a preempted run shows it)
+            finish(pending)
+          raise
+        step += 1
+        record = _StepRecord(step, metrics, getattr(step_fn, "last_samples", []), started, _ReadyTime(metrics),
+                             schedule(jnp.maximum(optim.update_count(state.opt_state) - 1, 0)))
+        if pending is not None:
+          finish(pending)
+        pending = record
+        evaluate = bool(config.train.eval_every and hooks.evaluate and step % config.train.eval_every == 0
+                        and step < total_steps)
+        # orbax saves on the interval, at the end, and the first time (no checkpoint yet).
+        save_due = step % config.train.checkpoint_every == 0 or step == total_steps or ckpt.latest_step() is None
+        if evaluate or save_due:
+          finish(pending, evaluate)
+          pending = None
+        saved = ckpt.save(step, state, _extra(data, counters), force=step == total_steps)
         signum = stop.agreed()
         if signum:
+          if pending is not None:
+            finish(pending)
+            pending = None
           if not saved:
-            ckpt.save(new_step, state, _extra(data, counters), force=True)
+            ckpt.save(step, state, _extra(data, counters), force=True)
           ckpt.wait()
           _log.warning("%s: stage %s stopped at step %d of %d; checkpoint saved in %s. Re-run the same command to "
-                       "resume.", stop.name(signum), name, new_step, total_steps, ckpt.directory)
+                       "resume.", stop.name(signum), name, step, total_steps, ckpt.directory)
           raise interrupts.TrainingInterrupted(signum)
       ckpt.wait()
       final = {}
@@ -242,6 +272,64 @@ def _extra(data, counters) -> dict[str, Any]:
   local = json.dumps(data.get_state())
   states = [local] if jax.process_count() == 1 else multihost_utils.process_allgather_object(local)  # type: ignore
   return {"data": [json.loads(s) for s in states], "counters": dict(counters)}
+
+
+class _ReadyTime:
+  """The time (`time.perf_counter`) at which device arrays become ready, noted by a thread that waits
+  for them, so that the host goes on dispatching work meanwhile. Calling it returns that time."""
+
+  def __init__(self, tree: Any):
+    self._at = 0.0
+    self._thread = threading.Thread(target=self._wait, args=(tree,), daemon=True)
+    self._thread.start()
+
+  def _wait(self, tree: Any) -> None:
+    try:
+      jax.block_until_ready(tree)
+    except Exception:  # noqa: BLE001  (the host meets the same error when it reads the values)
+      pass
+    self._at = time.perf_counter()
+
+  def __call__(self) -> float:
+    self._thread.join()
+    return self._at
+
+
+class _Seconds:
+  """Seconds from `started` to `ready()`: a metric that is read (float) once its arrays are ready."""
+
+  def __init__(self, started: float, ready: _ReadyTime):
+    self.started, self.ready = started, ready
+
+  def __float__(self) -> float:
+    return self.ready() - self.started
+
+
+@dataclasses.dataclass
+class _StepRecord:
+  """A dispatched loop step whose metrics (device scalars, floats or `_Seconds`) may still be computing."""
+
+  step: int  # the step number once done
+  metrics: dict[str, Any]
+  samples: list[dict[str, Any]]  # what `writer.write_samples` logs for it
+  started: float  # time.perf_counter() at its start
+  ready: _ReadyTime  # when its metrics are ready
+  learning_rate: jax.Array  # of its last update
+
+
+class _StepClock:
+  """perf/step_s: from a step's start (or, when steps overlap on the device, the previous step's
+  results) to its own results, so the steps' seconds add up to the loop's time."""
+
+  def __init__(self):
+    self._previous_ready = None
+
+  def seconds(self, record: _StepRecord) -> float:
+    ready = record.ready()
+    begin = record.started if self._previous_ready is None else max(record.started, self._previous_ready)
+    self._previous_ready = max(ready, begin)
+    # Two waiting threads may note their times out of order: a step never takes under a microsecond.
+    return max(ready - begin, 1e-6)
 
 
 def _count_nonfinite(metrics: dict[str, float], counters: dict[str, int], limit: int) -> None:
@@ -295,12 +383,21 @@ class _Updater:
                               self.mesh, self.rules)
         for i in range(pieces)])
 
-  def update(self, state, batch: dict[str, Any], grad_fn) -> tuple[Any, dict[str, float], int]:
-    """One optimizer update over `batch`, split into `optim.micro_batches` micro-batches."""
+  def update(self, state, batch: dict[str, Any], grad_fn, train_step=None) -> tuple[Any, dict[str, Any], jax.Array]:
+    """One optimizer update over `batch`, split into `optim.micro_batches` micro-batches.
+
+    grad_fn(params, device batch, frozen) -> (grads, loss_sum, count, metrics) of one micro-batch
+    (`learner.grpo_grads` / `sft_grads`); train_step(state, device batch) -> (state, metrics,
+    skipped), the same update fused into one call (`learner.grpo_train_step` / `sft_train_step`),
+    is used when there is one micro-batch. Returns (state, metrics, skipped) as device scalars: the
+    host does not wait for the update.
+    """
     micro = self.config.optim.micro_batches
     n = rows.num_rows(batch)
     if n % micro:
       raise ValueError(f"{n} rows do not split into config.optim.micro_batches={micro}")
+    if micro == 1 and train_step is not None:
+      return train_step(state, self.device_batch(batch))
     grads = loss_sum = count = metrics = None
     for i in range(micro):
       part = rows.take_rows(batch, np.arange(i * n // micro, (i + 1) * n // micro))
@@ -309,9 +406,8 @@ class _Updater:
       loss_sum = l if loss_sum is None else loss_sum + l
       count = c if count is None else count + c
     state, stats = learner.apply_update(self.tx, state, grads, loss_sum, count)
-    out = {k: float(v) for k, v in rl.finalize_metrics(metrics).items()}
-    out.update({"loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"])})
-    return state, out, int(stats["skipped"])
+    out = {**rl.finalize_metrics(metrics), "loss": stats["loss"], "grad_norm": stats["grad_norm"]}
+    return state, out, stats["skipped"]
 
 
 _PER_ROW = ("input_ids", "attention_mask", "positions", "completion_mask", "advantages", "old_logprobs",
@@ -328,10 +424,11 @@ class _SftStep:
   def __call__(self, state, data, rng):
     del rng  # teacher forcing draws nothing
     batch = self.updater.builder.with_positions(next(data))
-    chunk = self.updater.config.optim.logits_chunk
+    chunk, tx = self.updater.config.optim.logits_chunk, self.updater.tx
     state, metrics, skipped = self.updater.update(
-        state, _learner_fields(batch), lambda p, b, frozen: learner.sft_grads(self.model, p, b, chunk, frozen))
-    metrics["_skipped_updates"] = skipped
+        state, _learner_fields(batch), lambda p, b, frozen: learner.sft_grads(self.model, p, b, chunk, frozen),
+        lambda state, b: learner.sft_train_step(self.model, tx, state, b, chunk))
+    metrics["_skipped_updates"] = skipped  # device scalars: the loop reads them later (run_stage)
     metrics.update({f"data/{k}": float(v) for k, v in batch.get("data_stats", {}).items()})
     return state, metrics
 
@@ -397,23 +494,27 @@ class _GrpoStep:
     if self.ref_params is not None:
       batch["ref_logprobs"] = self.updater.completion_logprobs(self.ref_params, batch)
     grad_fn = lambda p, b, frozen: learner.grpo_grads(self.model, self.loss_config, temperature, p, b, chunk, frozen)
+    tx = self.updater.tx
+    train_step = lambda state, b: learner.grpo_train_step(self.model, self.loss_config, temperature, tx, state, b,
+                                                          chunk)
     n = rows.num_rows(batch)
     group = self.config.sampling.num_samples
     mini = self.config.rl.mini_batches
     if (n // group) % mini:
       raise ValueError(f"{n // group} groups per step do not split into config.rl.mini_batches={mini}")
-    metrics, skipped, updates = {}, 0, 0
-    loop_step = int(state.step)
+    updates = self.config.rl.num_iterations * mini
+    metrics, skipped = {}, 0
+    next_step = state.step + 1  # one loop step, however many updates (taken before they donate the state)
     for _ in range(self.config.rl.num_iterations):
       for m in range(mini):
         part = rows.take_rows(batch, np.arange(m * n // mini, (m + 1) * n // mini))
-        state, step_metrics, was_skipped = self.updater.update(state, part, grad_fn)
-        skipped += was_skipped
-        updates += 1
+        state, step_metrics, was_skipped = self.updater.update(state, part, grad_fn, train_step)
+        skipped = skipped + was_skipped.astype(jnp.int32)
         for k, v in step_metrics.items():
-          metrics[k] = metrics.get(k, 0.0) + v / (self.config.rl.num_iterations * mini)
-    state = state.replace(step=jnp.asarray(loop_step + 1, jnp.int32))  # one loop step, however many updates
+          metrics[k] = metrics.get(k, 0.0) + v / updates
+    state = state.replace(step=next_step)
     metrics.update(rollout.metrics)
-    metrics["perf/learn_s"] = time.perf_counter() - started
-    metrics["_skipped_updates"] = int(skipped == updates)
+    # Device scalars and a timer: the loop reads them once the updates are done (run_stage).
+    metrics["perf/learn_s"] = _Seconds(started, _ReadyTime(skipped))  # ready with the last update
+    metrics["_skipped_updates"] = skipped == updates
     return state, metrics

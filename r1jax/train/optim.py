@@ -65,13 +65,19 @@ def updates_per_step(config) -> int:
   return config.rl.num_iterations * config.rl.mini_batches if config.stage == "grpo" else 1
 
 
-def updates_done(opt_state: Any) -> int:
-  """Optimizer updates applied so far (the schedule's count; skipped non-finite updates do not count)."""
+def update_count(opt_state: Any) -> jax.Array:
+  """Optimizer updates applied so far, as the device scalar the schedule reads (skipped non-finite
+  updates do not count); reading it does not wait for the device."""
   counts = [v for path, v in optax.tree_utils.tree_get_all_with_path(opt_state, "count")
             if any(getattr(k, "tuple_name", "") == "ScaleByScheduleState" for k in path)]
   if len(counts) != 1:
     raise ValueError(f"expected one learning-rate schedule in the optimizer state, found {len(counts)}")
-  return int(counts[0])
+  return counts[0]
+
+
+def updates_done(opt_state: Any) -> int:
+  """`update_count` as a Python int (waits for the last update)."""
+  return int(update_count(opt_state))
 
 
 def make_optimizer(optim, total_updates: int) -> optax.GradientTransformation:

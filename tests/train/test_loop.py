@@ -3,8 +3,10 @@
 Runs that several tests only read (the 40-step GRPO run, the straight runs of the resume tests, the
 SFT -> GRPO chain) are module fixtures, made once.
 """
+import functools
 import json
 import os
+import time
 
 import flax
 import jax
@@ -219,3 +221,51 @@ def test_learning_rate_schedule_counts_every_optimizer_update(straight_run):
   schedule = optim.learning_rate_schedule(config.optim, 16)
   np.testing.assert_allclose(lrs, [float(schedule(4 * step - 1)) for step in (1, 2, 3, 4)], rtol=1e-6)
   assert lrs[-1] > 0 and all(a > b for a, b in zip(lrs, lrs[1:]))  # the floor is not reached early
+
+
+def test_the_loop_draws_the_next_batch_before_reading_a_steps_metrics(tmp_path, monkeypatch):
+  """The host does not wait for a step's metrics: SFT steps 2 and 3 hold their loss on device
+  (a callback) until the loop has drawn the next step's batch. A loop that read each step's
+  metrics before going on would never draw it, and the callback would give up after 20 s."""
+  from r1jax.train import learner  # pylint: disable=g-import-not-at-top
+  config = _config(tmp_path, steps=4, checkpoint_every=100)  # steps 1 (first save) and 4 (last) are read at once
+  config.update({"stage": "sft", "data": dict(config.data, batch_size=8)})
+  hooks = hooks_lib.data_hooks(config)
+  drawn, held = [], {}
+
+  class _Counted:
+    def __init__(self, iterator):
+      self.iterator = iterator
+
+    def __next__(self):
+      drawn.append(1)
+      return next(self.iterator)
+
+    def __getattr__(self, name):
+      return getattr(self.iterator, name)
+
+  def hold(step, loss):
+    deadline = time.monotonic() + 20
+    while len(drawn) <= step and time.monotonic() < deadline:
+      time.sleep(0.01)
+    held[step] = len(drawn) > step  # step + 1 batches drawn while this step's loss was not ready
+    return loss
+
+  real = learner.sft_train_step
+
+  def held_step(model, tx, state, batch, chunk=0):
+    state, metrics, skipped = real(model, tx, state, batch, chunk)
+    step = len(drawn)  # this step's batch is the latest drawn
+    if step in (2, 3):
+      metrics = dict(metrics, loss=jax.jit(lambda x: jax.pure_callback(
+          functools.partial(hold, step), jax.ShapeDtypeStruct((), np.float32), x))(metrics["loss"]))
+    return state, metrics, skipped
+
+  monkeypatch.setattr(learner, "sft_train_step", held_step)
+  sft_iterator = hooks.sft_iterator
+  hooks.sft_iterator = lambda c, t: _Counted(sft_iterator(c, t))
+  train.run(config, str(tmp_path), hooks)
+  assert held == {2: True, 3: True}
+  records = read_metrics(str(tmp_path))
+  assert [r["step"] for r in records] == [1, 2, 3, 4]  # every step logged once, in order
+  assert all(np.isfinite(r["loss"]) and r["perf/step_s"] > 0 and r["train/skipped_updates"] == 0 for r in records)
