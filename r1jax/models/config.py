@@ -15,6 +15,10 @@ from typing import Any, Mapping
 QWEN2_ARCH = "Qwen2ForCausalLM"
 QWEN2_5_VL_ARCH = "Qwen2_5_VLForConditionalGeneration"
 REMAT_POLICIES = ("none", "full", "dots_saveable")
+# "xla": r1jax's einsum attention (the CPU reference; any mask). "jax_xla" / "cudnn":
+# `jax.nn.dot_product_attention`'s XLA / cuDNN flash implementation over padded rows
+# (`layers.padded_causal_attention`). "auto": cuDNN on a GPU with bf16/fp16 compute, else "xla".
+ATTENTION_IMPLS = ("auto", "xla", "jax_xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +89,8 @@ class ModelConfig:
     param_dtype: storage dtype of the parameters.
     scan_layers: stack decoder layers under `nn.scan` (one compiled layer; faster compiles).
     remat: rematerialisation per decoder layer: "none", "full" or "dots_saveable".
+    attention_impl: the decoder's attention over a whole sequence (learner, prefill), one of
+      ATTENTION_IMPLS. Decode steps and shared-prompt attention keep their own kernels.
   """
 
   text: TextConfig
@@ -99,10 +105,13 @@ class ModelConfig:
   param_dtype: str = "float32"
   scan_layers: bool = False
   remat: str = "none"
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"remat={self.remat!r} is not one of {REMAT_POLICIES}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"{field}={getattr(self, field)!r} must be float32, bfloat16 or float16")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from r1jax.models.config import ModelConfig
 from r1jax.models.layers import (DenseND, RMSNorm, SwiGLU, apply_rotary, constrain, dot_product_attention, dtype_of,
-                                 param_with_axes, rope_cos_sin)
+                                 flat_matmul, padded_causal_attention, param_with_axes, rope_cos_sin)
 
 Array = jax.Array
 # {"k", "v"}: stacked [layers, batch, cache_len, kv_heads, head_dim], or (non-scanned models only) a
@@ -181,6 +181,22 @@ def shared_prefix_chunk_attention(q: Array, k: Array, v: Array, mask: Array,
   return out.reshape(rows, q_len, heads, head_dim).astype(dtype)
 
 
+def attention_implementation(config: ModelConfig) -> str:
+  """What `config.attention_impl` runs on this platform: "xla", "jax_xla" or "cudnn".
+
+  "auto" picks cuDNN's fused attention on a GPU when the compute dtype is bf16/fp16 (cuDNN has no
+  fp32 kernel) and r1jax's einsum reference otherwise (CPU, TPU, fp32).
+  """
+  impl, backend = config.attention_impl, jax.default_backend()
+  fused_dtype = config.dtype in ("bfloat16", "float16")
+  if impl == "auto":
+    return "cudnn" if backend == "gpu" and fused_dtype else "xla"
+  if impl == "cudnn" and not (backend == "gpu" and fused_dtype):
+    raise ValueError(f"attention_impl='cudnn' needs a GPU and dtype bfloat16 or float16; this is backend "
+                     f"{backend!r} with dtype={config.dtype!r} (use attention_impl='auto')")
+  return impl
+
+
 def attention_visibility(attention_mask: Array, q_len: int, cache_index: Array) -> Array:
   """[batch, q_len, kv_len] bool: causal over cache slots AND the key slot is valid."""
   kv_len = attention_mask.shape[1]
@@ -194,11 +210,14 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, layer_cache: tuple[Array, ...] | None,
-               cache_index: Array, prefix_mask: Array | None = None) -> tuple[Array, tuple[Array, Array] | None]:
+               cache_index: Array, prefix_mask: Array | None = None,
+               key_valid: Array | None = None) -> tuple[Array, tuple[Array, Array] | None]:
     """x: [batch, length, embed] -> ([batch, length, embed], updated (k, v) cache of this layer).
 
     `layer_cache` is (k, v), or (k, v, prefix_k, prefix_v) with `prefix_mask` for one-token
-    decoding over a shared prefix (`with_shared_prefix`).
+    decoding over a shared prefix (`with_shared_prefix`). `key_valid` bool [batch, length] (the
+    attention mask of a call whose queries are all its keys, from slot 0) selects the fused
+    `padded_causal_attention` of a `jax_xla` / `cudnn` attention_impl instead of `mask`.
     """
     t, cfg = self.config.text, self.config
 
@@ -222,6 +241,9 @@ class Attention(nn.Module):
       out = shared_prefix_decode_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, (*prefix, prefix_mask))
     elif prefix:
       out = shared_prefix_chunk_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, (*prefix, prefix_mask))
+    elif key_valid is not None:
+      implementation = {"jax_xla": "xla", "cudnn": "cudnn"}[attention_implementation(cfg)]
+      out = padded_causal_attention(q, k.astype(q.dtype), v.astype(q.dtype), key_valid, implementation)
     else:
       attend = decode_attention if layer_cache is not None and q.shape[1] == 1 else dot_product_attention
       out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
@@ -234,12 +256,13 @@ class DecoderLayer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, layer_cache, cache_index, prefix_mask=None):
+  def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, layer_cache, cache_index, prefix_mask=None,
+               key_valid=None):
     """Pre-norm attention + SwiGLU block. Returns (x, updated layer cache) so it can be scanned."""
     t, cfg = self.config.text, self.config
     norm = lambda name: RMSNorm(t.rms_norm_eps, cfg.dtype, cfg.param_dtype, name=name)
     h, layer_cache = Attention(cfg, name="self_attn")(norm("input_layernorm")(x), cos, sin, mask, layer_cache,
-                                                        cache_index, prefix_mask)
+                                                        cache_index, prefix_mask, key_valid)
     x = x + h
     x = x + SwiGLU(t.hidden_size, t.intermediate_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                    name="mlp")(norm("post_attention_layernorm")(x))
@@ -276,7 +299,8 @@ class CausalLM(nn.Module):
       layer = nn.remat(layer, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       self.layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
+                            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast,
+                                     nn.broadcast),
                             length=t.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
     else:
       self.layers = [layer(cfg, name=f"layers_{i}") for i in range(t.num_layers)]
@@ -301,7 +325,7 @@ class CausalLM(nn.Module):
     transposed once, since XLA's CPU matmul over the [vocab, embed] layout is ~30% slower.
     """
     kernel = self.output_kernel() if kernel is None else kernel
-    logits = jnp.einsum("ble,ev->blv", hidden, kernel.astype(hidden.dtype), preferred_element_type=jnp.float32)
+    logits = flat_matmul(hidden, kernel.astype(hidden.dtype), preferred_element_type=jnp.float32)
     return constrain(logits, ("act_batch", "act_length", "act_vocab"))
 
   def __call__(self, input_ids: Array | None = None, *, inputs_embeds: Array | None = None,
@@ -315,7 +339,10 @@ class CausalLM(nn.Module):
       positions: [batch, length] rotary positions, or [3, batch, length] for M-RoPE. Defaults to
         `cache_index + arange(length)` for every row (transformers' default position ids).
       attention_mask: [batch, kv_len] with kv_len = cache_len when a cache is given, else length;
-        True/1 marks real tokens. Defaults to all ones.
+        True/1 marks real tokens. Defaults to all ones. With a fused `attention_impl` ("jax_xla",
+        "cudnn"; "auto" on a GPU) each row's real tokens must be one contiguous run (left-padded
+        prompt, completion, right padding) whenever the call covers whole rows (no cache, or a
+        prefill of the whole cache from slot 0).
       cache: KV cache from `init_cache` (stacked or per-layer), possibly `with_shared_prefix`;
         the new keys/values are written at `cache_index` and the cache comes back in the same
         layout (a shared prefix unchanged).
@@ -329,16 +356,21 @@ class CausalLM(nn.Module):
     x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds.astype(cfg.dtype)
     batch, length = x.shape[:2]
     x = constrain(x, ("act_batch", "act_length", "act_embed"))
+    kv_len = cache["k"][0].shape[-3] if cache is not None else length
+    # Queries are all the keys, from slot 0 (learner, prefill): causal over the real tokens, which a
+    # fused kernel takes as per-row lengths instead of a [batch, length, kv_len] mask.
+    whole_rows = (isinstance(cache_index, int) and cache_index == 0 and kv_len == length
+                  and (cache is None or "prefix_k" not in cache))
     cache_index = jnp.asarray(cache_index, jnp.int32)
     if positions is None:
       positions = jnp.broadcast_to(cache_index + jnp.arange(length, dtype=jnp.int32), (batch, length))
-    kv_len = cache["k"][0].shape[-3] if cache is not None else length
     if attention_mask is None:
       attention_mask = jnp.ones((batch, kv_len), bool)
     if attention_mask.shape != (batch, kv_len):
       raise ValueError(f"attention_mask has shape {attention_mask.shape}, expected {(batch, kv_len)} "
                        f"([batch, {'cache_len' if cache is not None else 'length'}])")
     mask = attention_visibility(attention_mask, length, cache_index)
+    key_valid = attention_mask.astype(bool) if whole_rows and attention_implementation(cfg) != "xla" else None
     cos, sin = rope_cos_sin(positions, t.head_dim, t.rope_theta, t.mrope_section)
 
     names = ("k", "v") if cache is None or "prefix_k" not in cache else ("k", "v", "prefix_k", "prefix_v")
@@ -347,13 +379,13 @@ class CausalLM(nn.Module):
       if cache is not None and isinstance(cache["k"], (tuple, list)):
         raise ValueError("a per-layer (tuple) KV cache needs scan_layers=False; scanned layers use a stacked cache")
       layer_caches = None if cache is None else tuple(cache[name] for name in names)
-      x, new = self.layers(x, cos, sin, mask, layer_caches, cache_index, prefix_mask)
+      x, new = self.layers(x, cos, sin, mask, layer_caches, cache_index, prefix_mask, key_valid)
       new_cache = None if cache is None else {"k": new[0], "v": new[1]}
     else:
       ks, vs = [], []
       for i, layer in enumerate(self.layers):
         layer_cache = None if cache is None else tuple(cache[name][i] for name in names)
-        x, layer_cache = layer(x, cos, sin, mask, layer_cache, cache_index, prefix_mask)
+        x, layer_cache = layer(x, cos, sin, mask, layer_cache, cache_index, prefix_mask, key_valid)
         if cache is not None:
           ks.append(layer_cache[0])
           vs.append(layer_cache[1])
