@@ -27,8 +27,10 @@ the start and the end.
    --new-tokens new tokens per row (no stop token), temperature 1 over the full vocabulary.
    r1jax: `Sampler` (prefill each prompt once, decode; benchmarks/sampling.py `r1jax_runner`);
    transformers: `generate` with num_return_sequences (`transformers_runner`); Tunix:
-   `tunix.generate.Sampler` on the prompts repeated G times, as its GRPO rollout does. Tokens/s
-   counts the rows' new tokens over one whole call, after each system's compilation / warm-up.
+   `tunix.generate.Sampler` on the prompts repeated G times, as its GRPO rollout does (its call
+   includes its host work: the prompts' text to ids, a trivial id tokenizer here, and the outputs
+   back to text). Tokens/s counts the rows' new tokens over one whole call, after each system's
+   compilation / warm-up; Tunix's time is measured in the worker, around the call.
 2. GRPO learner step: --batch rows of --learner-prompt-len + --completion-len tokens
    (benchmarks/train_step.py `grpo_batch`, padding ids set to 0 because Tunix reads padding from
    the ids), on-policy PPO-clip (epsilon 0.2, token-mean, no KL: train_step.py `LOSS_CONFIG`),
@@ -60,7 +62,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import transformers  # noqa: E402
 
-from benchmarks.sampling import TINY_TEXT_MODEL, r1jax_runner, text_model, text_prompts, transformers_runner  # noqa: E402,E501
+from benchmarks.sampling import (TINY_TEXT_MODEL, r1jax_runner, text_model, text_prompts,  # noqa: E402
+                                 transformers_runner)
 from benchmarks.train_step import LOSS_CONFIG, TEMPERATURE, JaxLearner, TorchLearner, grpo_batch  # noqa: E402
 from r1jax import models  # noqa: E402
 from r1jax.train import default_config  # noqa: E402

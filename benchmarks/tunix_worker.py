@@ -132,9 +132,10 @@ class Worker:
     ids = np.asarray(batch["input_ids"], np.int32)
     # Tunix derives attention from the ids (`tunix.rl.common.process_ids`: pad = masked).
     ids = np.where(np.asarray(batch["attention_mask"]) > 0, ids, self.pad_id)
+    prompt_ids, completion_ids = ids[:, :-completion_len], ids[:, -completion_len:]
     self.example = grpo_learner.TrainExample(
-        prompt_ids=jnp.asarray(ids[:, :-completion_len]), prompt_mask=jnp.asarray(ids[:, :-completion_len] != 0),
-        completion_ids=jnp.asarray(ids[:, -completion_len:]),
+        prompt_ids=jnp.asarray(prompt_ids), prompt_mask=jnp.asarray(prompt_ids != self.pad_id),
+        completion_ids=jnp.asarray(completion_ids),
         completion_mask=jnp.asarray(batch["completion_mask"], jnp.float32),
         advantages=jnp.asarray(batch["advantages"], jnp.float32), ref_per_token_logps=None, old_per_token_logps=None)
     algo = grpo_learner.GRPOConfig(num_generations=2, beta=0.0, epsilon=loss["epsilon_low"],

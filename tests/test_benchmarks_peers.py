@@ -1,4 +1,4 @@
-"""benchmarks/peers.py at a tiny size: every present peer times and agrees on the first step; an absent one is skipped."""
+"""benchmarks/peers.py at a tiny size: present peers are timed and agree on the first step; absent ones skipped."""
 import os
 import re
 import subprocess
@@ -65,7 +65,7 @@ def test_peers_with_a_missing_tunix_python_skips_it():
   check_systems(output, {"r1jax", "transformers"}, parts=("GRPO learner step",))
 
 
-@pytest.mark.skipif(not os.path.exists(TUNIX_PYTHON), reason=f"no Tunix venv at {TUNIX_PYTHON} (see benchmarks/peers.py)")
+@pytest.mark.skipif(not os.path.exists(TUNIX_PYTHON), reason=f"no Tunix venv at {TUNIX_PYTHON} (benchmarks/peers.py)")
 def test_peers_with_tunix_times_all_three_on_the_same_first_step():
   output = run_peers("--tunix-python", TUNIX_PYTHON)
   assert "google-tunix" in output
