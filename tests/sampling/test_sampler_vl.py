@@ -70,9 +70,9 @@ def test_image_prompts_match_transformers_and_encode_once_per_prompt(vl):
   rng = np.random.default_rng(0)
   prompts = [_vision_prompt(config, rng, "image", (1, 4, 4), 3, 4), _vision_prompt(config, rng, "image", (1, 4, 6), 1, 2)]
   out, calls = _sample_and_compare(vl, prompts)
-  # One tower run over both prompts' patches and one multimodal prefill of the 2 prompts, not of the 4 rows;
-  # the decode steps never touch the tower.
-  assert sorted(calls) == [("encode_vision", (16 + 24, config.vision.patch_dim)),
+  # One tower run over both prompts' patches (40, padded to the 48-patch bucket) and one multimodal prefill
+  # of the 2 prompts, not of the 4 rows; the decode steps never touch the tower.
+  assert sorted(calls) == [("encode_vision", (48, config.vision.patch_dim)),
                            ("multimodal_forward", (2, out.prompts.length))]
 
   batch = learner_inputs(out)
