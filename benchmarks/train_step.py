@@ -10,11 +10,12 @@
    same batch (left-padded prompts + completions with a completion mask, random advantages) and the
    same update: the on-policy PPO-clip GRPO loss (ratio against the detached log-probs, epsilon 0.2,
    no KL, no dual-clip, token-mean), entropy logged without gradient, gradient clipping at global
-   norm 1 and AdamW (`config.optim` defaults). r1jax runs `learner.grpo_grads` + `learner.apply_update`
-   (compiled ahead of time; the compile time is reported separately); PyTorch runs forward (logits
-   of the completion positions only, `logits_to_keep`), backward, `clip_grad_norm_` and
+   norm 1 and AdamW (`config.optim` defaults). r1jax runs `learner.grpo_train_step` (one call,
+   state donated; compiled ahead of time, the compile time reported separately; the path with
+   gradient accumulation, grpo_grads + apply_update, is compared to it by benchmarks/learner_fused.py);
+   PyTorch runs forward (logits of the completion positions only, `logits_to_keep`), backward, `clip_grad_norm_` and
    `torch.optim.AdamW.step`, eagerly. Steps alternate between the systems so that both see the same
-   machine load; each is split into forward+backward and the update. Tokens/s counts every token of
+   machine load; PyTorch's step is split into forward+backward and the update. Tokens/s counts every token of
    the batch (batch x (prompt + completion)); GFLOP/s are model FLOPs as defined in 3. The first
    step's loss, pre-clip gradient norm and entropy are printed for both (the on-policy loss itself
    is -mean(A) over completion tokens and does not depend on the model; the gradient norm does), and
@@ -107,29 +108,27 @@ def state_shardings(tx, init, params):
 
 
 class JaxLearner:
-  """`learner.grpo_grads` + `learner.apply_update`, compiled ahead of time for one batch shape."""
+  """`learner.grpo_train_step` (gradients, clipping, AdamW and the non-finite guard in one call, the
+  state donated), compiled ahead of time for one batch shape."""
 
   def __init__(self, model, params, optim_config, total_steps: int, example_batch: dict):
     self.tx = optim.make_optimizer(optim_config, total_steps)
     init = lambda p: learner.create_state(p, self.tx, jax.random.PRNGKey(0))
     self.state = jax.jit(init, out_shardings=state_shardings(self.tx, init, params))(params)
     start = time.perf_counter()
-    self.grads_fn = learner.grpo_grads.lower(model, LOSS_CONFIG, TEMPERATURE, self.state.params,
-                                             example_batch).compile()
-    grads, loss_sum, count, _ = self.grads_fn.out_info
-    self.update_fn = learner.apply_update.lower(self.tx, self.state, grads, loss_sum, count).compile()
+    self.step_fn = learner.grpo_train_step.lower(model, LOSS_CONFIG, TEMPERATURE, self.tx, self.state,
+                                                 example_batch).compile()
     self.compile_s = time.perf_counter() - start
 
-  def step(self, batch: dict) -> tuple[dict[str, float], tuple[float, float]]:
-    """({"loss", "grad_norm", "entropy"}, (forward + backward seconds, update seconds))."""
+  def step(self, batch: dict) -> tuple[dict[str, float], tuple[float]]:
+    """({"loss", "grad_norm", "entropy"}, (seconds of the fused step, until its new state is ready,)."""
     start = time.perf_counter()
-    grads, loss_sum, count, metrics = jax.block_until_ready(self.grads_fn(self.state.params, batch))
-    middle = time.perf_counter()
-    self.state, stats = self.update_fn(self.state, grads, loss_sum, count)
-    entropy_sum, entropy_count = metrics["entropy"]
-    out = {"loss": float(stats["loss"]), "grad_norm": float(stats["grad_norm"]),
-           "entropy": float(entropy_sum / entropy_count)}
-    return out, (middle - start, time.perf_counter() - middle)
+    self.state, metrics, _ = self.step_fn(self.state, batch)
+    jax.block_until_ready(self.state)
+    seconds = time.perf_counter() - start
+    out = {"loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]),
+           "entropy": float(metrics["entropy"])}
+    return out, (seconds,)
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -180,7 +179,9 @@ def spread(seconds: list[float]) -> str:
   return f"median {statistics.median(seconds):.3f} s (min {min(seconds):.3f}, max {max(seconds):.3f}, n={len(seconds)})"
 
 
-def phase_summary(phases: list[tuple[float, float]], update_name: str) -> str:
+def phase_summary(phases: list[tuple[float, ...]], update_name: str) -> str:
+  if len(phases[0]) == 1:
+    return f"one {update_name} call"
   grads, update = (statistics.median(p[i] for p in phases) for i in (0, 1))
   return f"forward+backward {grads:.2f} s + {update_name} {update:.2f} s"
 
@@ -219,7 +220,7 @@ def compare_learner_steps(args) -> None:
         f"no KL; AdamW lr {optim_config.learning_rate:g}, clip {optim_config.max_grad_norm:g}; "
         f"{flops / 1e12:.2f} model TFLOP/step")
   for name, update_name, note in (
-      ("r1jax", "apply_update", f"compile {ours.compile_s:.1f} s (grpo_grads + apply_update)"),
+      ("r1jax", "grpo_train_step", f"compile {ours.compile_s:.1f} s (grpo_train_step)"),
       ("transformers", "clip+AdamW", f"{torch.get_num_threads()} torch threads, eager")):
     print(f"  {name:<12} {tokens / median[name]:8.1f} tokens/s  {flops / median[name] / 1e9:5.1f} GFLOP/s  "
           f"step {spread(totals[name])} = {phase_summary(phases[name][1:], update_name)}; "
@@ -349,7 +350,7 @@ def measure_mfu(args) -> None:
         f"{args.mfu_prompt_len} + completion {args.mfu_completion_len})"
         + (f", one {args.mfu_image_size}px image per row ({host_batch['pixel_values'].shape[0]} patches)"
            if "pixel_values" in host_batch else ""))
-  print(f"  step {spread(seconds)} = {phase_summary(phases, 'apply_update')}; compile {ours.compile_s:.1f} s, "
+  print(f"  step {spread(seconds)} = {phase_summary(phases, 'grpo_train_step')}; compile {ours.compile_s:.1f} s, "
         f"first step {first_s:.2f} s")
   print(f"  {tokens / step:.1f} tokens/s, {flops / 1e12:.2f} model TFLOP/step -> {flops / step / 1e12 / devices:.2f} "
         f"TFLOP/s per device; MFU {mfu:.1%} of {args.peak_tflops:g} TFLOP/s peak")
