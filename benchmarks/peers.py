@@ -166,9 +166,10 @@ def compare_sampling(args, reference, model, params, tunix: TunixPeer | None) ->
     seeds = iter(range(1, 1 << 30))
     calls["tunix"] = lambda: tunix.call("sample", seed=next(seeds))["seconds"]
   seconds = {name: [] for name in calls}
-  for _ in range(args.repeats):
+  for index in range(args.repeats):
     for name, call in calls.items():
       seconds[name].append(call())
+    progress(f"sampling call {index + 1}/{args.repeats}", {name: s[-1] for name, s in seconds.items()})
   print(f"\n[sampling] {args.prompts} prompts x G={args.samples}, prompt {args.prompt_len} + {args.new_tokens} new "
         f"tokens ({tokens} new tokens per call), temperature {TEMPERATURE:g} over the full vocabulary; "
         f"{args.repeats} calls each, alternating")
@@ -197,9 +198,10 @@ def compare_learner(args, reference, model, params, tunix: TunixPeer | None) -> 
     steps["tunix"] = lambda: tunix.call("learner_step")
     notes["tunix"] = "jitted PeftTrainer step"
   results = {name: [] for name in steps}
-  for _ in range(args.steps + 1):
+  for index in range(args.steps + 1):
     for name, step in steps.items():
       results[name].append(step())
+    progress(f"learner step {index + 1}/{args.steps + 1}", {name: r[-1]["seconds"] for name, r in results.items()})
   print(f"\n[GRPO learner step] batch {args.batch} x (prompt {args.learner_prompt_len} + completion "
         f"{args.completion_len}) = {tokens} tokens/step, {int(batch['completion_mask'].sum())} completion tokens; "
         f"PPO-clip eps {LOSS_CONFIG.epsilon_low:g}, token-mean, on-policy, no KL; AdamW lr "
@@ -215,6 +217,11 @@ def compare_learner(args, reference, model, params, tunix: TunixPeer | None) -> 
   for name, out in first.items():
     print(f"  first step  {name:<13} loss {out['loss']:+.6f}  grad_norm {out['grad_norm']:.6f}  "
           f"(rel. diff to r1jax {abs(out['grad_norm'] - ref) / ref:.1e})")
+
+
+def progress(what: str, seconds: dict[str, float]) -> None:
+  """A line on stderr as the calls go (a full run takes minutes); stdout keeps the report."""
+  print(f"  {what}: " + ", ".join(f"{name} {s:.2f} s" for name, s in seconds.items()), file=sys.stderr, flush=True)
 
 
 def _timed(step, batch: dict) -> dict:
