@@ -12,7 +12,7 @@ devices (`sharding.init_sharded`, FSDP over every device; float32 parameters, --
            benchmarks/train_step.py `vl_batch`);
   learner  the rows as the trainer builds them (`SequenceBuilder.learner_batch`, each prompt's image
            once: `shared_vision`), random advantages (no reward model here), then
-           `learner.grpo_grads` + `learner.apply_update` (benchmarks/train_step.py `JaxLearner`:
+           the `r1jax.train.learner` step (benchmarks/train_step.py `JaxLearner`:
            PPO-clip, token-mean, AdamW, clip at 1); the next step samples with the updated weights.
 The first step compiles; the median of the --steps steps after it is reported.
 

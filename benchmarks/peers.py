@@ -35,7 +35,7 @@ the start and the end.
    (benchmarks/train_step.py `grpo_batch`, padding ids set to 0 because Tunix reads padding from
    the ids), on-policy PPO-clip (epsilon 0.2, token-mean, no KL: train_step.py `LOSS_CONFIG`),
    gradient clipping at global norm 1 and AdamW (r1jax's `config.optim` defaults). r1jax:
-   `learner.grpo_grads` + `learner.apply_update` (train_step.py `JaxLearner`); PyTorch: eager
+   its learner step compiled ahead of time (train_step.py `JaxLearner`); PyTorch: eager
    forward / backward / clip / AdamW (`TorchLearner`); Tunix: `PeftTrainer`'s jitted train step
    with its registered GRPO loss (`tunix.rl.algo_core.grpo_loss_fn`), as `GRPOLearner` sets it up.
    The first step of each is the warm-up (compilation) and the numerical check: all start from the
