@@ -166,8 +166,8 @@ def flat_matmul(x: Array, kernel: Array, in_dims: int = 1, preferred_element_typ
 
   Computed as one 2-D matmul [prod(lead), prod(in)] @ [prod(in), prod(out)]: XLA:CPU runs the
   weight gradient of a dot that contracts over batch AND length of a 3-D activation much slower
-  than over the flattened rows (issue 17: 161 ms vs ~100 ms for dW of [8, 256, 768]); the
-  gradient of the 100M decoder's loss got ~1.14x faster (benchmarks/learner_layout.py).
+  than over the flattened rows (issue 17: 161 ms vs ~100 ms for dW of [8, 256, 768]); the loss
+  gradient of a 4-layer, 768-wide decoder got ~1.1x faster (benchmarks/learner_layout.py).
   """
   lead, contracted, out = x.shape[:x.ndim - in_dims], x.shape[x.ndim - in_dims:], kernel.shape[in_dims:]
   if tuple(kernel.shape[:in_dims]) != tuple(contracted):
