@@ -23,7 +23,8 @@ import numpy as np
 from r1jax.envs.base import FAILED, Environment, Episode, RewardSample, Status, StepResult
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.rewards import scorer
-from r1jax.sampling import Prompt, PromptBatch, SamplingControls
+from r1jax import sharding
+from r1jax.sampling import Prompt, PromptBatch, SamplingControls, bucket_length
 
 _log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ class Trajectory:
       if turn < len(self.observations):
         yield "observation", self.observations[turn].input_ids, None, self.observations[turn]
 
+  def __len__(self) -> int:
+    """Tokens of the completion region (actions and observations)."""
+    return sum(len(tokens) for _, tokens, _, _ in self.segments())
+
 
 @dataclasses.dataclass
 class Episodes:
@@ -55,7 +60,7 @@ class Episodes:
   episodes: list[Episode]
   trajectories: list[Trajectory]
   prompts: PromptBatch  # the left-padded prompts the rows continue
-  completion_width: int  # the learner's completion columns (fixed by the env and the budget)
+  completion_width: int  # the learner's completion columns (`completion_columns`)
   stats: dict[str, float]
 
 
@@ -76,8 +81,19 @@ def status_counts(episodes: Sequence[Episode]) -> dict[str, float]:
 
 
 def completion_width(env: Environment, max_new_tokens: int) -> int:
-  """Columns of a trajectory after the prompt: every turn's budget and every observation's."""
+  """The most columns a trajectory can take after the prompt: every turn's budget and every observation's."""
   return env.max_turns * max_new_tokens + (env.max_turns - 1) * env.max_observation_tokens
+
+
+def completion_columns(trajectories: Sequence[Trajectory], full_width: int) -> int:
+  """The learner's completion columns: the longest trajectory's length (of any process: their rows
+  form one batch), bucketed (`bucket_length`), at most `full_width`.
+
+  So the learner runs over the columns some row uses, in a few shapes (one compile each), not
+  always over every turn's whole budget.
+  """
+  longest = int(sharding.process_values([max(map(len, trajectories), default=0)]).max())
+  return min(bucket_length(max(longest, 1)), full_width)
 
 
 class EpisodeRunner:
@@ -153,8 +169,8 @@ class EpisodeRunner:
       prefilled = self.sampler.extend(params, out.continuation, observations, max_new_tokens=max_new)
     stats.update(status_counts(episodes))
     _log_failures(episodes)
-    return Episodes(episodes, trajectories, first_prompts, completion_width(env, max_new) if multi_turn else max_new,
-                    stats)
+    full_width = completion_width(env, max_new) if multi_turn else max_new
+    return Episodes(episodes, trajectories, first_prompts, completion_columns(trajectories, full_width), stats)
 
   def _step(self, episodes: list[Episode], trajectories: list[Trajectory], active: np.ndarray,
             turn: int) -> list[Prompt | None]:

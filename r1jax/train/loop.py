@@ -118,7 +118,9 @@ def loss_config(config) -> rl.PolicyLossConfig:
   return rl.PolicyLossConfig(policy_loss=r.policy_loss, epsilon_low=r.epsilon_low, epsilon_high=r.epsilon_high,
                              clip_ratio_c=r.clip_ratio_c or None, loss_agg_mode=r.loss_agg_mode, beta=r.beta,
                              kl_estimator=r.kl_estimator, tis_mode=r.tis_mode or None, tis_cap=r.tis_cap,
-                             entropy_coeff=r.entropy_coeff)
+                             entropy_coeff=r.entropy_coeff,
+                             # A constant: the learner's completion columns are bucketed per batch.
+                             loss_scale_factor=float(config.sampling.max_new_tokens))
 
 
 # --------------------------------------------------------------------------- one stage

@@ -13,9 +13,8 @@ import numpy as np
 from r1jax import sharding
 from r1jax.models import vlm
 from r1jax.models.vision import ladder_bucket, pad_vision_patches, vision_grid
-from r1jax.envs.runner import Trajectory
+from r1jax.envs.runner import Trajectory, completion_columns
 from r1jax.sampling import Prompt, PromptBatch, SampleOutput
-from r1jax.sampling.prompts import bucket_length
 from r1jax.train import rows
 
 
@@ -68,16 +67,14 @@ class SequenceBuilder:
   def learner_batch(self, batch: dict[str, Any], output: SampleOutput, num_samples: int) -> dict[str, Any]:
     """The learner rows of single-turn samples: each row's completion is its one action.
 
-    The completion columns are the longest completion's, bucketed (`prompts.bucket_length`,
-    at most max_new_tokens), so the learner does not run over columns no row uses; with several
-    processes, the longest of any process's (their rows form one batch).
+    The completion columns are the longest completion's, bucketed (`runner.completion_columns`,
+    at most max_new_tokens).
     """
     tokens, logprobs, lengths = (np.asarray(x) for x in (output.tokens, output.logprobs, output.lengths))
     trajectories = [Trajectory(actions=[(tokens[r, :lengths[r]], logprobs[r, :lengths[r]])])
                     for r in range(len(tokens))]
-    longest = int(sharding.process_values([lengths.max(initial=0)]).max())
-    width = min(bucket_length(longest), tokens.shape[1])
-    return self.trajectory_batch(batch, output.prompts, trajectories, num_samples, width)
+    return self.trajectory_batch(batch, output.prompts, trajectories, num_samples,
+                                 completion_columns(trajectories, tokens.shape[1]))
 
   def trajectory_batch(self, batch: dict[str, Any], prompts: PromptBatch, trajectories: list[Trajectory],
                        num_samples: int, width: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from r1jax import models, tokenization
 from r1jax.envs import Environment, Observation, RewardSample, Sample, Status, StepResult
 from r1jax.envs.observations import ObservationEncoder
-from r1jax.envs.runner import EpisodeRunner, reward_fields
+from r1jax.envs.runner import EpisodeRunner, Trajectory, completion_columns, completion_width, reward_fields
 from r1jax.rewards.base import RewardResult
 from r1jax.sampling import Sampler, SamplingControls
 from r1jax.train import learner
@@ -89,6 +89,20 @@ def test_episodes_end_with_their_status_and_failures_are_counted(setup):
   assert (stats["episode/done"], stats["episode/env_error"], stats["episode/timeout"]) == (4, 2, 2)
   assert "episodes: 4 of 8 ended without finishing (env_error=2, timeout=2)" in setup.log
   assert "the environment broke" in setup.log
+
+
+def test_the_learner_takes_the_bucketed_columns_of_the_longest_trajectory(setup):
+  longest = max(len(t) for t in setup.episodes.trajectories)
+  assert longest == max(len(a0) + len(o.input_ids) + len(a1) for t in setup.episodes.trajectories[:2]
+                        for (a0, _), o, (a1, _) in [(t.actions[0], t.observations[0], t.actions[1])])
+  full = completion_width(setup.env, 6)
+  assert setup.episodes.completion_width == min(16 if longest <= 16 else 32 if longest <= 32 else 64, full)
+  assert setup.batch["completion_ids"].shape[1] == setup.episodes.completion_width >= longest
+  action = lambda n: Trajectory(actions=[(np.zeros(n, np.int32), np.zeros(n, np.float32))])
+  assert completion_columns([action(5), action(3)], 100) == 16
+  assert completion_columns([action(17)], 100) == 32
+  assert completion_columns([action(40)], 36) == 36  # never past the widest a trajectory can be
+  assert completion_columns([action(0)], 36) == 16
 
 
 def test_observation_tokens_are_masked_and_are_the_chat_template_delta(setup):
