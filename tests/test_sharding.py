@@ -141,7 +141,8 @@ def _flat_specs(specs) -> dict[str, P]:
 @pytest.fixture(scope="module")
 def abstract_vl_7b():
   """Boxed shapes of the Qwen2.5-VL-7B preset in bf16 (`jax.eval_shape`: nothing is allocated)."""
-  return api.abstract_params(models.build_model(models.preset("qwen2.5-vl-7b", param_dtype="bfloat16")))
+  config = models.preset("qwen2.5-vl-7b", param_dtype="bfloat16", scan_layers=False)
+  return api.abstract_params(models.build_model(config))
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))

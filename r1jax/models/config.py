@@ -361,20 +361,27 @@ def _text(hidden, inter, layers, heads, kv, vocab, tied, mrope=None):
                     mrope_section=mrope, max_position_embeddings=32768 if mrope is None else 128000)
 
 
+# Presets are real checkpoints' shapes, run on accelerators: bf16 compute over fp32 parameters (norms,
+# softmax and logits stay fp32), and scanned layers from 1.5B up (one compiled layer: compile time
+# independent of depth). Tiny test configs and the fp32 parity tests build their own configs.
+_ACCELERATOR = dict(dtype="bfloat16", param_dtype="float32")
+_SCANNED = dict(_ACCELERATOR, scan_layers=True)
+
 PRESETS: dict[str, ModelConfig] = {
-    "qwen2.5-0.5b": ModelConfig(_text(896, 4864, 24, 14, 2, 151936, True), **_QWEN2_5_IDS),
-    "qwen2.5-1.5b": ModelConfig(_text(1536, 8960, 28, 12, 2, 151936, True), **_QWEN2_5_IDS),
-    "qwen2.5-3b": ModelConfig(_text(2048, 11008, 36, 16, 2, 151936, True), **_QWEN2_5_IDS),
-    "qwen2.5-7b": ModelConfig(_text(3584, 18944, 28, 28, 4, 152064, False), **_QWEN2_5_IDS),
+    "qwen2.5-0.5b": ModelConfig(_text(896, 4864, 24, 14, 2, 151936, True), **_QWEN2_5_IDS, **_ACCELERATOR),
+    "qwen2.5-1.5b": ModelConfig(_text(1536, 8960, 28, 12, 2, 151936, True), **_QWEN2_5_IDS, **_SCANNED),
+    "qwen2.5-3b": ModelConfig(_text(2048, 11008, 36, 16, 2, 151936, True), **_QWEN2_5_IDS, **_SCANNED),
+    "qwen2.5-7b": ModelConfig(_text(3584, 18944, 28, 28, 4, 152064, False), **_QWEN2_5_IDS, **_SCANNED),
     "qwen2.5-vl-3b": ModelConfig(_text(2048, 11008, 36, 16, 2, 151936, True, (16, 24, 24)),
-                                 VisionConfig(out_hidden_size=2048), **_QWEN2_5_VL_IDS),
+                                 VisionConfig(out_hidden_size=2048), **_QWEN2_5_VL_IDS, **_SCANNED),
     "qwen2.5-vl-7b": ModelConfig(_text(3584, 18944, 28, 28, 4, 152064, False, (16, 24, 24)),
-                                 VisionConfig(out_hidden_size=3584), **_QWEN2_5_VL_IDS),
+                                 VisionConfig(out_hidden_size=3584), **_QWEN2_5_VL_IDS, **_SCANNED),
 }
 
 
 def preset(name: str, **runtime) -> ModelConfig:
-  """A preset with the real dimensions; `runtime` overrides dtype/scan_layers/remat."""
+  """A preset with the real dimensions and accelerator defaults; `runtime` overrides
+  dtype/param_dtype/scan_layers/remat/attention_impl (e.g. dtype="float32" for a CPU parity run)."""
   if name not in PRESETS:
     raise KeyError(f"unknown model preset {name!r}; available: {sorted(PRESETS)}")
   return PRESETS[name].replace(**runtime)

@@ -29,10 +29,13 @@ def default_config() -> ConfigDict:
   c.model = ConfigDict()
   c.model.preset = ""  # r1jax.models.PRESETS name, used for random init when init_from is ""
   c.model.hf_config = ConfigDict()  # or an HF config.json dict for random init (tiny from-scratch models)
-  c.model.dtype = "float32"  # computation dtype
-  c.model.param_dtype = "float32"
-  c.model.scan_layers = False
+  # Unset (None): a preset's own defaults (bf16 compute over fp32 params, layers scanned from 1.5B up);
+  # float32, unscanned for an HF folder or an hf_config.
+  c.model.dtype = ml_collections.config_dict.placeholder(str)  # computation dtype
+  c.model.param_dtype = ml_collections.config_dict.placeholder(str)
+  c.model.scan_layers = ml_collections.config_dict.placeholder(bool)
   c.model.remat = "none"  # "none" | "full" | "dots_saveable"
+  c.model.attention_impl = "auto"  # "auto" (cuDNN fused on a GPU in bf16, else XLA) | "xla" | "jax_xla" | "cudnn"
 
   c.mesh = ConfigDict()
   c.mesh.shape = ConfigDict(dict(data=1, fsdp=-1, tensor=1, sequence=1))  # -1: all remaining devices

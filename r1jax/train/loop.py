@@ -84,16 +84,22 @@ def run(config: ml_collections.ConfigDict, workdir: str, hooks: DataHooks) -> di
 # --------------------------------------------------------------------------- setup
 
 
+def runtime_options(model_config) -> dict[str, Any]:
+  """The `ModelConfig` runtime options `config.model` sets; those left unset (None) take the preset's
+  defaults, or ModelConfig's (fp32, unscanned) for an hf_config."""
+  names = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl")
+  return {k: model_config[k] for k in names if model_config[k] is not None}
+
+
 def build_policy(config, mesh, rules) -> tuple[Any, Any, Any]:
   """(model, params, tokenizer) from `init_from` (HF folder or r1jax checkpoints) or random init."""
-  runtime = dict(dtype=config.model.dtype, param_dtype=config.model.param_dtype,
-                 scan_layers=config.model.scan_layers, remat=config.model.remat)
+  m, runtime = config.model, runtime_options(config.model)
   init_from = config.init_from
   if init_from and not checkpoint.is_checkpoint_dir(init_from):
-    model, params = models.load_pretrained(init_from, dtype=jnp.dtype(config.model.param_dtype), mesh=mesh,
-                                           compute_dtype=jnp.dtype(config.model.dtype),
-                                           scan_layers=config.model.scan_layers, remat=config.model.remat,
-                                           rules=rules)
+    model, params = models.load_pretrained(init_from, dtype=jnp.dtype(m.param_dtype or "float32"), mesh=mesh,
+                                           compute_dtype=jnp.dtype(m.dtype or "float32"),
+                                           scan_layers=bool(m.scan_layers), remat=m.remat,
+                                           attention_impl=m.attention_impl, rules=rules)
   else:
     if config.model.preset:
       model_config = models.preset(config.model.preset, **runtime)

@@ -181,7 +181,8 @@ def test_missing_fields_are_named_with_their_section():
 def test_missing_architectures_is_named_or_read_from_model_type():
   hf = models.config_to_hf(models.preset("qwen2.5-vl-3b"))
   del hf["architectures"]
-  assert models.config_from_hf(hf) == models.preset("qwen2.5-vl-3b")  # model_type says it, as for transformers
+  # model_type says it, as for transformers (a checkpoint's config has no runtime options: fp32, unscanned)
+  assert models.config_from_hf(hf) == models.preset("qwen2.5-vl-3b", dtype="float32", scan_layers=False)
   del hf["model_type"]
   with pytest.raises(ValueError, match=r"config.json has no 'architectures' field and its model_type=None"):
     models.config_from_hf(hf)

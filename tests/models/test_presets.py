@@ -29,3 +29,12 @@ def test_scan_layers_keeps_the_count():
 def test_unknown_preset_is_named():
   with pytest.raises(KeyError, match="qwen9"):
     models.preset("qwen9")
+
+
+@pytest.mark.parametrize("name", sorted(models.PRESETS))
+def test_presets_default_to_bf16_compute_over_fp32_params_and_scan_from_1_5b(name):
+  config = models.preset(name)
+  assert (config.dtype, config.param_dtype) == ("bfloat16", "float32")
+  billions = param_count(models.abstract_params(models.build_model(config))) / 1e9
+  assert config.scan_layers == (billions >= 1.5)
+  assert models.preset(name, dtype="float32", scan_layers=False).dtype == "float32"  # a CPU parity run

@@ -47,3 +47,18 @@ def test_stage_overrides_are_validated_and_applied():
   config.stages.grpo.optim = {"warmup": 3}
   with pytest.raises(ValueError, match="'stages.grpo.optim.warmup'"):
     config_lib.validate(config)
+
+
+def test_unset_model_options_take_the_preset_s_defaults_and_set_ones_override_them():
+  from r1jax import models  # pylint: disable=g-import-not-at-top
+  from r1jax.train import loop  # pylint: disable=g-import-not-at-top
+  model = config_lib.default_config().model
+  unset = models.preset("qwen2.5-1.5b", **loop.runtime_options(model))
+  assert (unset.dtype, unset.param_dtype, unset.scan_layers) == ("bfloat16", "float32", True)
+  assert models.preset("qwen2.5-0.5b", **loop.runtime_options(model)).scan_layers is False
+  model.dtype, model.scan_layers, model.attention_impl = "float32", False, "jax_xla"
+  chosen = models.preset("qwen2.5-1.5b", **loop.runtime_options(model))
+  assert (chosen.dtype, chosen.scan_layers, chosen.attention_impl) == ("float32", False, "jax_xla")
+  hf = models.config_from_hf(models.config_to_hf(models.preset("qwen2.5-0.5b")),
+                             **loop.runtime_options(config_lib.default_config().model))
+  assert (hf.dtype, hf.scan_layers) == ("float32", False)  # an hf_config: ModelConfig's defaults
