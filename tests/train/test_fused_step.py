@@ -1,6 +1,4 @@
 """The fused, donated train steps equal `*_grads` + `apply_update`, free the old state, compile once."""
-import collections
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +9,10 @@ from r1jax import models, rl
 from r1jax.train import learner, optim
 from r1jax.train.config import default_config
 from tests.models.hf_fixtures import tiny_qwen2
+from tests.compile_counter import count_lowerings
 
 ROWS, LENGTH, COMPLETION, VOCAB = 4, 20, 8, 200
 LOSS_CONFIG = rl.PolicyLossConfig(epsilon_high=0.28, entropy_coeff=0.01)
-LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
 
 @pytest.fixture(scope="module")
@@ -121,30 +119,13 @@ def test_fused_step_donates_the_state(model_and_params, kind):
   assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves((new_state.params, new_state.opt_state)))
 
 
-@contextlib.contextmanager
-def _count_lowerings():
-  """A Counter of jit lowerings (each a compilation) by function name, while the block runs."""
-  counts = collections.Counter()
-
-  def listener(event, duration, **kwargs):
-    del duration
-    if event == LOWERING:
-      counts[kwargs.get("fun_name", "")] += 1
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield counts
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def test_fused_step_compiles_once_for_steps_of_equal_shapes(model_and_params):
   model, params = model_and_params
   _, fused = _steps(model, "grpo")
   state, tx = _state(params)  # a new optimizer (a static argument): the first step compiles
-  with _count_lowerings() as first:
+  with count_lowerings() as first:
     state, _, _ = fused(tx, state, _batch(0))
-  with _count_lowerings() as later:
+  with count_lowerings() as later:
     for step in range(1, 4):
       state, metrics, _ = fused(tx, state, _batch(step))
     jax.block_until_ready(metrics)

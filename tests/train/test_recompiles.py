@@ -8,8 +8,6 @@ prefill, the learner's log-probs and gradients and the vision tower compile once
 the decode loop (which never sees a pixel) once. Compilations are counted with jax.monitoring's
 lowering events, whoever calls the functions.
 """
-import collections
-import contextlib
 import itertools
 
 import jax
@@ -18,37 +16,19 @@ import numpy as np
 import optax
 
 from r1jax import processing, sharding
-from r1jax.models import vision
 from r1jax.rewards.base import RewardResult
 from r1jax.sampling import Sampler, SamplingControls
 from r1jax.train import config as config_lib
 from r1jax.train import learner, loop
 from r1jax.train.rollout import collect_rollout
 from r1jax.train.sequences import SequenceBuilder
+from tests.compile_counter import count_lowerings
 from tests.train.test_shared_vision import END, IMAGE, START, _model
 
 GROUP = 2
 # (height, width) of each step's two images; 16 x 16 pixels per merged token.
 STEPS = [((56, 56), (56, 84)), ((84, 56), (56, 84)), ((84, 84), (56, 56)), ((56, 112), (84, 56)),
          ((112, 56), (56, 112))]
-LOWERING = "/jax/core/compile/jaxpr_to_mlir_module_duration"
-
-
-@contextlib.contextmanager
-def _count_lowerings():
-  """A Counter of jit lowerings (each a compilation) by function name, while the block runs."""
-  counts = collections.Counter()
-
-  def listener(event, duration, **kwargs):
-    del duration
-    if event == LOWERING:
-      counts[kwargs.get("fun_name", "")] += 1
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield counts
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _prompt_batches(rng):
@@ -84,6 +64,8 @@ def test_a_vl_grpo_run_compiles_each_function_once_per_bucket():
   tx = optax.sgd(1e-3)
   loss_config = loop.loss_config(config)
   grad_fn = lambda p, b, frozen: learner.grpo_grads(model, loss_config, 1.0, p, b, 0, frozen)
+  # The loop's fused step (one micro-batch), as _GrpoStep calls it.
+  train_step = lambda state, b: learner.grpo_train_step(model, loss_config, 1.0, tx, state, b, 0)
 
   @jax.jit
   def encode_vision(p, pixels, grid):
@@ -95,7 +77,7 @@ def test_a_vl_grpo_run_compiles_each_function_once_per_bucket():
 
   batches = _prompt_batches(np.random.default_rng(0))
   patches, buckets, index_buckets = set(), set(), set()
-  with sharding.use_mesh(mesh, rules), _count_lowerings() as lowerings:
+  with sharding.use_mesh(mesh, rules), count_lowerings() as lowerings:
     updater = loop._Updater(config, model, mesh, rules, tx)  # pylint: disable=protected-access
     # Placed as the loop places them, so the learner sees one sharding from the first step on.
     state = loop.init_state(sharding.shard_params(params, mesh, rules, model), tx, 0, mesh)
@@ -106,7 +88,7 @@ def test_a_vl_grpo_run_compiles_each_function_once_per_bucket():
                                 rng=jax.random.PRNGKey(step), groups_wanted=2, pad_id=builder.pad_id)
       batch = {k: v for k, v in rollout.batch.items() if isinstance(v, np.ndarray)}
       batch["old_logprobs"] = updater.completion_logprobs(state.params, batch)
-      state, _, _ = updater.update(state, batch, grad_fn)
+      state, _, _ = updater.update(state, batch, grad_fn, train_step)
       device = updater.device_batch(batch)
       encode_vision(state.params, device["pixel_values"], device["image_grid_thw"])
       patches.add(len(batch["pixel_values"]) // GROUP)  # each prompt's image once
@@ -115,7 +97,8 @@ def test_a_vl_grpo_run_compiles_each_function_once_per_bucket():
 
   assert len(patches) == 5 and len(buckets) == 2 and len(index_buckets) == 2, (patches, buckets, index_buckets)
   compiles = {function: sum(n for name, n in lowerings.items() if _name(name, function))
-              for function in ("_prefill", "_decode", "completion_logprobs", "grpo_grads", "encode_vision")}
-  assert compiles == {"_prefill": 2, "_decode": 1, "completion_logprobs": 2, "grpo_grads": 2, "encode_vision": 2}, \
+              for function in ("_prefill", "_decode", "completion_logprobs", "grpo_train_step", "encode_vision")}
+  assert compiles == {"_prefill": 2, "_decode": 1, "completion_logprobs": 2, "grpo_train_step": 2,
+                      "encode_vision": 2}, \
       (compiles, sorted(lowerings.items()))
   assert [e.function for e in sampler.compile_events] == ["prefill", "decode", "prefill"]
