@@ -57,8 +57,7 @@ def evaluate_checkpoint(config, checkpoint_dir: str, output_dir: str, splits=())
   hf_folder = not checkpoint.is_checkpoint_dir(checkpoint_dir)
   if hf_folder and os.path.isfile(os.path.join(checkpoint_dir, "tokenizer_config.json")):
     stage.tokenizer = ""  # the export's own tokenizer
-  else:
-    hooks.prepare(stage, output_dir)
+  hooks.prepare(stage, output_dir)  # a `build:` tokenizer, and the folder of a synthetic dataset
   mesh = sharding.make_mesh(stage.mesh)
   rules = sharding.logical_rules(dict(stage.mesh.rules) if stage.mesh.rules else None)
   model, params, tokenizer = loop.build_policy(stage, mesh, rules)

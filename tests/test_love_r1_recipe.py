@@ -63,6 +63,26 @@ def test_embedded_default_runs_sft_then_two_turn_grpo_and_prints_the_table(run):
     assert all(math.isfinite(v) for v in record.values() if isinstance(v, float))
 
 
+def test_eval_command_scores_the_export_on_the_same_splits(run):
+  workdir, _ = run
+  small = [f"--config.eval.splits.{split}.{key}=4" for split in ("held_out", "no_zoom")
+           for key in ("synthetic_items", "batch_size")] + ["--config.data.synthetic_test_size=4"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "eval.py"),
+                           "--config=" + os.path.join(ROOT, "experiments", "configs", "love_r1.py"),
+                           f"--checkpoint={workdir / 'grpo' / 'hf'}", *small], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-5000:]
+  with open(workdir / "grpo" / "eval_hf" / "eval.json") as f:
+    scored = json.load(f)
+  with open(workdir / "summary.json") as f:
+    trained = json.load(f)["eval"]["grpo"]
+  for split in ("held_out", "no_zoom"):  # the same greedy episodes as the run's own final evaluation
+    for column in ("accuracy", "format", "zoom"):
+      assert scored[f"eval/{split}/{column}"] == pytest.approx(trained[split][column]), (split, column)
+
+
 def test_real_config_reads_the_released_records_with_the_paper_s_settings(tmp_path):
   import data_pipelines  # pylint: disable=g-import-not-at-top
   from r1jax import tokenization  # pylint: disable=g-import-not-at-top
