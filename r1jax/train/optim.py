@@ -75,11 +75,6 @@ def update_count(opt_state: Any) -> jax.Array:
   return counts[0]
 
 
-def updates_done(opt_state: Any) -> int:
-  """`update_count` as a Python int (waits for the last update)."""
-  return int(update_count(opt_state))
-
-
 def make_optimizer(optim, total_updates: int) -> optax.GradientTransformation:
   """AdamW with the schedule over `total_updates` optimizer updates, for the trainable tree."""
   chain = []
