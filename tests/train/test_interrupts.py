@@ -74,11 +74,12 @@ class _FillDiskAfter:
   def __next__(self):
     if self.n == 0 and self.filled_at is None:
       self.filled_at = True
-      with open(os.path.join(self.path, "filler"), "wb") as f:
+      # Unbuffered: a buffered file keeps the bytes of the write that failed and raises ENOSPC again
+      # when truncate() or close() flushes them.
+      with open(os.path.join(self.path, "filler"), "wb", buffering=0) as f:
         try:
           while True:
             f.write(b"\0" * (1 << 16))
-            f.flush()
         except OSError as e:
           assert e.errno == errno.ENOSPC
         f.truncate(max(0, f.tell() - (256 << 10)))
