@@ -76,12 +76,18 @@ class _FillDiskAfter:
       self.filled_at = True
       # Unbuffered: a buffered file keeps the bytes of the write that failed and raises ENOSPC again
       # when truncate() or close() flushes them.
+      # Bounded by what statvfs says is free: a filesystem that ignores its size would otherwise
+      # take the filler through all of the machine's memory or disk.
+      stats = os.statvfs(self.path)
+      bound = stats.f_bavail * stats.f_frsize + (1 << 20)
       with open(os.path.join(self.path, "filler"), "wb", buffering=0) as f:
         try:
-          while True:
+          while f.tell() < bound:
             f.write(b"\0" * (1 << 16))
         except OSError as e:
           assert e.errno == errno.ENOSPC
+        else:
+          raise AssertionError(f"{self.path} took {f.tell()} bytes without ENOSPC; statvfs said {bound} were free")
         f.truncate(max(0, f.tell() - (256 << 10)))
     self.n -= 1
     return next(self.iterator)
@@ -98,6 +104,10 @@ def small_disk(tmp_path):
   result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32M", "tmpfs", str(mount)], capture_output=True, text=True)
   if result.returncode:
     pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+  stats = os.statvfs(mount)
+  if stats.f_blocks * stats.f_frsize > 64 << 20:  # the mount did not take, or ignored its size
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+    pytest.skip(f"{mount} is {stats.f_blocks * stats.f_frsize >> 20} MiB after mounting a 32 MiB tmpfs on it")
   yield mount
   subprocess.run(["umount", "-l", str(mount)], check=True)
 
