@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from r1jax.errors import RunStoppedError
-from r1jax.rewards import base, judges
+from r1jax.rewards import base, judges, xiangqi_engine
 
 
 class MissingJudgeError(RunStoppedError):
@@ -21,6 +21,8 @@ class MissingJudgeError(RunStoppedError):
 # Context key -> builder from config.reward.
 _BUILDERS: dict[str, Callable[[Any], Any]] = {
     "embedder": lambda reward_config: judges.resolve_text_embedder(reward_config.get("text_embedder", "")),
+    # Fairy-Stockfish when installed, else the built-in searcher; never missing, it logs which.
+    "xiangqi_judge": lambda reward_config: xiangqi_engine.default_judge(),
 }
 
 

@@ -1,6 +1,10 @@
 """Xiangqi-R1 reward: format, move legality, engine-judged move quality and annotated analysis.
 
-The paper does not publish its weights; this is r1jax's design (shared/specs/rewards.md).
+The paper (arXiv 2507.12215) trains its GRPO stage with "multi-dimensional rewards" for the
+move, the analysis and the format, and does not publish their weights; this is r1jax's design
+(shared/specs/rewards.md). The weights put the move first, as the paper's headline metrics do
+(legality and move quality together 0.8: a legal move is the precondition of any quality), the
+analysis and the format as smaller shaping terms (0.1 each); all four are configurable.
 
 Completion: `<think>…</think><answer>MOVE</answer>`. MOVE is ICCS (files a–i, ranks 0–9 from
 Red's side, from-square then to-square, e.g. `h2e2`), case-insensitive, optionally split by a
@@ -14,12 +18,14 @@ the key — they are dataset bugs):
     and horse); side to move 'w'/'r' (Red) or 'b' (Black), Red when missing.
   best_move (str or list of str, optional): the reference best move(s) in ICCS, legal in `fen`.
   annotations (mapping, optional): `evaluation`, who stands better in `fen`: "red", "black",
-    "equal", or centipawns from Red's point of view.
+    "equal", or centipawns from Red's point of view; or "winning" / "losing" for the side to
+    move.
 
 Context (unknown keys are ignored):
   xiangqi_judge / judge / engine: a `MoveJudge` (e.g. `UciEngineJudge` running Pikafish with a
     depth or time limit and its own per-search timeout), looked up in that order. Without one,
-    the deterministic built-in searcher (`BuiltinJudge(depth=builtin_depth)`) judges.
+    `xiangqi_engine.default_judge` judges: Fairy-Stockfish at `engine_depth` when installed,
+    else the deterministic built-in searcher at `builtin_depth` (it logs which).
   judge_timeout_s: limit for one judge call (default `judges.DEFAULT_TIMEOUT_S`), enforced by
     `judges.call_judge` for every judge; a judge past it is abandoned and counts as failed.
 
@@ -41,11 +47,18 @@ Components (all floats, the same keys for every completion):
       - evaluation sign: 1 if the completion states who stands better and that agrees with
         `annotations["evaluation"]`. The statement is the last `evaluation: X` (also `eval`,
         `评估`, `形势`; separator `:`, `：` or `=`) anywhere in the completion, X one of red /
-        black / equal (even, balanced, draw; 红优, 黑优, 均势) or centipawns from Red's view.
-        Centipawns within ±equal_margin_cp count as equal.
+        black / equal (even, balanced, draw; 红优, 黑优, 均势), winning / losing (for the side
+        to move) or centipawns from Red's view. Centipawns within ±equal_margin_cp count as
+        equal.
   analysis_available: 1 if the ground truth allows at least one analysis check.
   judge_failed: 1 if the judge raised, timed out or answered non-finite scores (its status and
     error are in `info`); quality is then 0.
+  Metrics for the held-out table (not in the total):
+  top1: 1 if the answered move is one of `best_move` (0 when the ground truth has none).
+  evaluation: 1 if the stated evaluation agrees with the annotation (the paper's analysis
+    accuracy; 0 when there is none).
+  cp_loss: the judged move's centipawn loss, max(0, best - move) clipped to CP_LOSS_CAP; an
+    unparsed, illegal or unjudged move (judge_failed says which) counts CP_LOSS_CAP.
 
 Total: the weighted mean of the components that apply,
     total = (Σ w_k · c_k) / (Σ w_k),  k over format, legality, quality (+ analysis if available),
@@ -56,7 +69,6 @@ Default weights: format 0.1, legality 0.2, quality 0.6, analysis 0.1.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import re
 from typing import Any, Mapping
@@ -78,11 +90,13 @@ _EVALUATION_WORDS = {
 }
 _EVALUATION_PATTERN = re.compile(
     r"(?:evaluation|eval|评估|形势)\s{0,3}[:：=]\s{0,3}"
-    r"(red|black|equal|even|balanced|draw|红优|黑优|均势|[+-]?\d+(?:\.\d+)?)",
+    r"(red|black|equal|even|balanced|draw|winning|losing|红优|黑优|均势|胜势|败势|[+-]?\d+(?:\.\d+)?)",
     re.IGNORECASE)
 _JUDGE_KEYS = ("xiangqi_judge", "judge", "engine")
+_SIDE_WORDS = {"winning": 1, "losing": -1, "胜势": 1, "败势": -1}
 COMPONENTS = ("format", "move_parsed", "legality", "quality", "analysis", "analysis_available",
-              "judge_failed")
+              "judge_failed", "top1", "evaluation", "cp_loss")
+CP_LOSS_CAP = 1000.0
 
 
 def parse_answer_move(answer: str | None) -> str | None:
@@ -103,8 +117,16 @@ def _side_from_centipawns(cp: float, equal_margin_cp: float) -> str:
   return "red" if cp > 0 else "black"
 
 
-def parse_stated_evaluation(completion: str, equal_margin_cp: float) -> str | None:
-  """Who the completion says stands better ('red', 'black', 'equal'), or None if it never says."""
+def _side_word(word: str, side_to_move: int) -> str:
+  """'red' / 'black' for 'winning' / 'losing' said by the side to move (xb.RED or xb.BLACK)."""
+  return "red" if _SIDE_WORDS[word] * side_to_move > 0 else "black"
+
+
+def parse_stated_evaluation(completion: str, equal_margin_cp: float,
+                            side_to_move: int = xb.RED) -> str | None:
+  """Who the completion says stands better ('red', 'black', 'equal'), or None if it never says.
+
+  'winning' / 'losing' are read for `side_to_move`."""
   if not isinstance(completion, str):
     return None
   last = None
@@ -115,6 +137,8 @@ def parse_stated_evaluation(completion: str, equal_margin_cp: float) -> str | No
   value = last.group(1).lower()
   if value in _EVALUATION_WORDS:
     return _EVALUATION_WORDS[value]
+  if value in _SIDE_WORDS:
+    return _side_word(value, side_to_move)
   return _side_from_centipawns(float(value), equal_margin_cp)
 
 
@@ -161,11 +185,13 @@ def _parse_ground_truth(ground_truth: Mapping[str, Any], equal_margin_cp: float)
   evaluation = annotations.get("evaluation")
   if isinstance(evaluation, str) and evaluation.lower() in ("red", "black", "equal"):
     evaluation = evaluation.lower()
+  elif isinstance(evaluation, str) and evaluation.lower() in ("winning", "losing"):
+    evaluation = _side_word(evaluation.lower(), board.side)
   elif isinstance(evaluation, (int, float)) and not isinstance(evaluation, bool) \
       and math.isfinite(evaluation):
     evaluation = _side_from_centipawns(evaluation, equal_margin_cp)
   elif evaluation is not None:
-    raise schema.malformed("xiangqi", "annotations.evaluation", "'red', 'black', 'equal' or finite centipawns",
+    raise schema.malformed("xiangqi", "annotations.evaluation", "'red', 'black', 'equal', 'winning', 'losing' or finite centipawns",
                            evaluation)
   return _Target(board, board.to_fen(), frozenset(m.lower() for m in best), evaluation)
 
@@ -177,11 +203,6 @@ def _checked_verdict(verdict: Any) -> xiangqi_engine.MoveEvaluation:
     raise ValueError(f"judge gave non-finite scores best={best_score}, move={move_score}")
   return xiangqi_engine.MoveEvaluation(str(verdict.best_move), best_score, move_score,
                                        str(getattr(verdict, "source", "")))
-
-
-@functools.lru_cache(maxsize=None)
-def _builtin_judge(depth: int) -> xiangqi_engine.BuiltinJudge:
-  return xiangqi_engine.BuiltinJudge(depth=depth)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +217,7 @@ class XiangqiReward:
   cp_scale: float = 1.0 / 0.00368208
   accuracy_decay: float = 4.354
   equal_margin_cp: float = 50.0
+  engine_depth: int = 8
   builtin_depth: int = 2
 
   def __post_init__(self):
@@ -210,20 +232,27 @@ class XiangqiReward:
       value = getattr(self, name)
       if not (math.isfinite(value) and value > 0):
         raise ValueError(f"XiangqiReward.{name} must be finite and > 0, got {value}")
-    if self.builtin_depth < 1:
-      raise ValueError(f"XiangqiReward.builtin_depth must be >= 1, got {self.builtin_depth}")
+    for name in ("engine_depth", "builtin_depth"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"XiangqiReward.{name} must be >= 1, got {getattr(self, name)}")
+
+  @property
+  def default_judge_spec(self) -> xiangqi_engine.DefaultJudgeSpec:
+    return xiangqi_engine.DefaultJudgeSpec(engine_depth=self.engine_depth,
+                                           builtin_depth=self.builtin_depth)
 
   def _judge(self, context: Mapping[str, Any]) -> tuple[str, Any]:
-    """(context key, judge) of the injected judge, else the built-in searcher."""
+    """(context key, judge) of the injected judge, else the default judge."""
     for key in _JUDGE_KEYS:
       if context.get(key) is not None:
         return key, context[key]
-    return "builtin", _builtin_judge(self.builtin_depth)
+    return "default", xiangqi_engine.default_judge(self.default_judge_spec)
 
   def __call__(self, completion: str, ground_truth: Mapping[str, Any],
                **context: Any) -> RewardResult:
     target = _parse_ground_truth(ground_truth, self.equal_margin_cp)
     components = dict.fromkeys(COMPONENTS, 0.0)
+    components["cp_loss"] = CP_LOSS_CAP
     info: dict[str, Any] = {}
     analysis_checks = int(bool(target.best_moves)) + int(target.evaluation is not None)
     components["analysis_available"] = float(analysis_checks > 0)
@@ -260,6 +289,7 @@ class XiangqiReward:
         verdict = call.value
         components["quality"] = move_quality(verdict.best_score, verdict.move_score,
                                              self.cp_scale, self.accuracy_decay)
+        components["cp_loss"] = min(CP_LOSS_CAP, max(0.0, verdict.best_score - verdict.move_score))
         info.update(best_move=verdict.best_move, best_score=verdict.best_score,
                     move_score=verdict.move_score, judge=verdict.source)
       else:
@@ -267,14 +297,18 @@ class XiangqiReward:
         info["judge_error"] = call.error
     checks = []
     if target.best_moves:
-      checks.append(float(move in target.best_moves))
+      components["top1"] = float(move in target.best_moves)
+      checks.append(components["top1"])
     if target.evaluation is not None:
-      stated = parse_stated_evaluation(completion, self.equal_margin_cp)
+      stated = parse_stated_evaluation(completion, self.equal_margin_cp, target.board.side)
       info["stated_evaluation"] = stated
-      checks.append(float(stated == target.evaluation))
+      components["evaluation"] = float(stated == target.evaluation)
+      checks.append(components["evaluation"])
     if checks:
       components["analysis"] = sum(checks) / len(checks)
 
 
 # Registered under the module name, like every recipe; "xiangqi_r1" is kept as an alias.
-xiangqi_r1 = register("xiangqi_r1")(register("xiangqi")(XiangqiReward()))
+# The default judge is built at start-up (`rewards.startup`), so a run says at once which judge it has.
+xiangqi_r1 = register("xiangqi_r1", judges=("xiangqi_judge",))(
+    register("xiangqi", judges=("xiangqi_judge",))(XiangqiReward()))

@@ -7,18 +7,30 @@ mates map to ±(`xiangqi_board.MATE_SCORE` − distance), so both judges share o
 Judges raise `JudgeError` (or anything else) on failure; the reward turns any exception into its
 `judge_failed` component and never lets it escape.
 
-`UciEngineJudge` drives an engine speaking UCI (Pikafish) or UCCI (ElephantEye) over pipes,
-with FEN (`w`/`b` side) and ICCS-style moves (ranks 0–9, as Pikafish writes them). Every query
-has a hard wall-clock `timeout_s`; a hung, crashed or garbled engine is killed, reported as a
-`JudgeError`, and started afresh on the next query. With a `depth` limit and one search thread
-the engine is deterministic; a `movetime_ms` limit is not.
+`UciEngineJudge` drives an engine speaking UCI (Pikafish, Fairy-Stockfish) or UCCI (ElephantEye)
+over pipes, with FEN (`w`/`b` side) and ICCS-style moves: ranks 0–9 as Pikafish writes them, or
+ranks 1–10 (`notation="ranks1"`) as Fairy-Stockfish writes them (`h1g3`, `b10c8`); the judge
+converts both ways, so everything outside it speaks r1jax's ICCS. Every query has a hard
+wall-clock `timeout_s`; a hung, crashed or garbled engine is killed, reported as a `JudgeError`,
+and started afresh on the next query. With a `depth` limit, one search thread and the hash
+cleared per position (`clear_hash`, `ucinewgame`), the engine is deterministic; a `movetime_ms`
+limit is not.
+
+`default_judge()` is the judge a run gets when none is injected: Fairy-Stockfish when it is
+installed (found on PATH, in the Debian games directory or through `dpkg -L fairy-stockfish`),
+else the built-in searcher, with a start-up log line that says which and how to install the
+engine.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
+import os
 import queue
+import re
 import shlex
+import shutil
 import subprocess
 import threading
 import time
@@ -50,6 +62,21 @@ class MoveEvaluation:
   source: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+  """A judge's analysis of one position.
+
+  Attributes:
+    best_move: the best move in ICCS.
+    score: its centipawns, side to move's view.
+    pv: the principal variation in ICCS, starting with `best_move` (at least one move).
+  """
+
+  best_move: str
+  score: float
+  pv: tuple[str, ...]
+
+
 @runtime_checkable
 class MoveJudge(Protocol):
   """Anything that can score a legal ICCS `move` in the canonical FEN `fen` (`Board.to_fen()`)."""
@@ -63,6 +90,36 @@ def _legal_move(board: xb.Board, move: str, fen: str) -> xb.Move:
   if parsed is None or not board.is_legal(parsed):
     raise ValueError(f"move {move!r} is not a legal ICCS move in FEN {fen!r}")
   return parsed
+
+
+NOTATIONS = ("iccs", "ranks1")
+_RANKS1_MOVE = re.compile(r"^([a-i])(10|[1-9])([a-i])(10|[1-9])$")
+
+
+def from_engine_move(text: str, notation: str) -> str | None:
+  """An engine's move in ICCS ('h2e2'), or None when it is not a move of that notation.
+
+  'iccs': ranks 0–9 (Pikafish, ElephantEye); 'ranks1': ranks 1–10 (Fairy-Stockfish: `h1g3` is
+  ICCS `h0g2`, `b10c8` is `b9c7`).
+  """
+  text = text.lower()
+  if notation == "iccs":
+    return text if xb.iccs_to_move(text) is not None else None
+  match = _RANKS1_MOVE.match(text)
+  if match is None:
+    return None
+  a, r1, b, r2 = match.groups()
+  return f"{a}{int(r1) - 1}{b}{int(r2) - 1}"
+
+
+def to_engine_move(move: str, notation: str) -> str:
+  """An ICCS move in the engine's notation (see `from_engine_move`)."""
+  move = move.lower()
+  if xb.iccs_to_move(move) is None:
+    raise ValueError(f"{move!r} is not an ICCS move")
+  if notation == "iccs":
+    return move
+  return f"{move[0]}{int(move[1]) + 1}{move[2]}{int(move[3]) + 1}"
 
 
 class BuiltinJudge:
@@ -109,6 +166,18 @@ class BuiltinJudge:
     except xb.SearchBudgetExceeded as e:
       raise JudgeError(f"{self.source} on {fen!r} {move}: {e}") from e
 
+  def analyse(self, fen: str, pv_length: int = 3) -> Analysis:
+    """Best move, score and a principal variation of up to `pv_length` plies (each ply the
+    searcher's best reply at the same depth)."""
+    best_move, score = self._root(fen)
+    board, pv = xb.Board.from_fen(fen), [best_move]
+    while len(pv) < pv_length:
+      board.make(xb.iccs_to_move(pv[-1]))
+      if not board.legal_moves():
+        break
+      pv.append(self._root(board.to_fen())[0])
+    return Analysis(best_move, float(score), tuple(pv))
+
   def evaluate_move(self, fen: str, move: str) -> MoveEvaluation:
     move = move.lower()
     best_move, best_score = self._root(fen)
@@ -138,6 +207,11 @@ def _parse_score(tokens: list[str]) -> int | None:
     return int(rest[0])
   except (IndexError, ValueError):
     return None
+
+
+def _parse_pv(tokens: list[str]) -> list[str]:
+  """The raw moves after `pv` in an info line (empty when there is none)."""
+  return tokens[tokens.index("pv") + 1:] if "pv" in tokens else []
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -174,14 +248,21 @@ class UciEngineJudge:
     use_searchmoves: score the move with `searchmoves`; defaults to True for UCI, and UCCI has no
       `searchmoves`.
     options: `setoption` values sent after the handshake, e.g. {"Threads": 1, "Hash": 16}.
+    notation: the engine's move notation, "iccs" (ranks 0–9) or "ranks1" (ranks 1–10,
+      Fairy-Stockfish); moves are converted both ways.
+    clear_hash: send `ucinewgame` (UCI; clears the hash table) before each position, so that a
+      result never depends on the positions searched before it.
   """
 
   def __init__(self, command: str | Sequence[str], *, depth: int | None = 8,
                movetime_ms: int | None = None, timeout_s: float = 10.0,
                startup_timeout_s: float = 10.0, protocol: str = "uci",
-               use_searchmoves: bool | None = None, options: Mapping[str, Any] | None = None):
+               use_searchmoves: bool | None = None, options: Mapping[str, Any] | None = None,
+               notation: str = "iccs", clear_hash: bool = False):
     if protocol not in ("uci", "ucci"):
       raise ValueError(f"engine protocol must be 'uci' or 'ucci', got {protocol!r}")
+    if notation not in NOTATIONS:
+      raise ValueError(f"engine notation must be one of {NOTATIONS}, got {notation!r}")
     if depth is None and movetime_ms is None:
       raise ValueError("UciEngineJudge needs a search limit: set depth or movetime_ms")
     if depth is None and protocol == "ucci":
@@ -198,6 +279,8 @@ class UciEngineJudge:
     self.protocol = protocol
     self.use_searchmoves = protocol == "uci" if use_searchmoves is None else use_searchmoves
     self.options = dict(options or {})
+    self.notation = notation
+    self.clear_hash = clear_hash and protocol == "uci"
     self._lock = threading.Lock()
     self._process: subprocess.Popen | None = None
     self._lines: queue.Queue[str | None] = queue.Queue()
@@ -275,8 +358,9 @@ class UciEngineJudge:
 
   # -- queries -------------------------------------------------------------------------------
 
-  def _search(self, position: str, go: str) -> tuple[str, int]:
-    """(bestmove, score) of one search; the score is the last exact one the engine printed."""
+  def _search(self, position: str, go: str) -> tuple[str, int, list[str]]:
+    """(bestmove, score, pv) of one search in ICCS; the score and pv are the last exact ones the
+    engine printed (the pv may be empty)."""
     while not self._lines.empty():  # stale output of an earlier query
       if self._lines.get_nowait() is None:
         raise JudgeError(f"engine {self.command} has exited")
@@ -286,14 +370,35 @@ class UciEngineJudge:
     lines = self._read_until(lambda line: line.startswith(("bestmove", "nobestmove")), deadline,
                              f"bestmove after {go!r} (timeout_s={self.timeout_s})")
     tokens = lines[-1].split()
-    if tokens[0] == "nobestmove" or len(tokens) < 2 or xb.iccs_to_move(tokens[1]) is None:
+    best = from_engine_move(tokens[1], self.notation) if len(tokens) >= 2 else None
+    if tokens[0] == "nobestmove" or best is None:
       raise JudgeError(f"engine {self.command} returned no move: {lines[-1]!r}")
     info_lines = [line.split() for line in lines
                   if line.startswith("info") and not line.startswith("info string")]
-    scores = [s for s in map(_parse_score, info_lines) if s is not None]
-    if not scores:
+    scored = [(s, tokens) for s, tokens in zip(map(_parse_score, info_lines), info_lines)
+              if s is not None]
+    if not scored:
       raise JudgeError(f"engine {self.command} printed no score for {position!r}")
-    return tokens[1].lower(), scores[-1]
+    score, info = scored[-1]
+    pv = [from_engine_move(move, self.notation) for move in _parse_pv(info)]
+    return best, score, pv if pv and None not in pv and pv[0] == best else [best]
+
+  def _position(self, fen: str, moves: Sequence[str] = ()) -> str:
+    played = " ".join(to_engine_move(m, self.notation) for m in moves)
+    return f"position fen {fen}" + (f" moves {played}" if played else "")
+
+  def _new_position(self) -> None:
+    """Clears the engine's hash (UCI `ucinewgame`) when configured, and waits until it is ready."""
+    if self.clear_hash:
+      self._send("ucinewgame")
+      self._send("isready")
+      self._read_until(lambda line: line == "readyok", time.monotonic() + self.timeout_s,
+                       "readyok after ucinewgame")
+
+  def _ensure_started(self) -> None:
+    if self._process is None or self._process.poll() is not None:
+      self.close()
+      self._start()
 
   def _played_score(self, board: xb.Board, fen: str, move: str) -> int:
     """Score of `move` for the mover, by searching the position after it."""
@@ -301,7 +406,7 @@ class UciEngineJudge:
     after.make(xb.iccs_to_move(move))
     if not after.legal_moves():
       return xb.MATE_SCORE - 1
-    _, score = self._search(f"position fen {fen} moves {move}", self.go_limit)
+    _, score, _ = self._search(self._position(fen, [move]), self.go_limit)
     return -score
 
   def evaluate_move(self, fen: str, move: str) -> MoveEvaluation:
@@ -311,16 +416,16 @@ class UciEngineJudge:
     fen = board.to_fen()
     with self._lock:
       try:
-        if self._process is None or self._process.poll() is not None:
-          self.close()
-          self._start()
-        position = f"position fen {fen}"
-        best_move, best_score = self._search(position, self.go_limit)
+        self._ensure_started()
+        self._new_position()
+        position = self._position(fen)
+        best_move, best_score, _ = self._search(position, self.go_limit)
         if xb.iccs_to_move(best_move) not in board.legal_moves():
           raise JudgeError(f"engine {self.command} proposed illegal move {best_move!r} in {fen!r}")
         if self.use_searchmoves:
+          engine_move = to_engine_move(move, self.notation)
           move_score = best_score if move == best_move else self._search(
-              position, f"{self.go_limit} searchmoves {move}")[1]
+              position, f"{self.go_limit} searchmoves {engine_move}")[1]
         else:
           best_score = self._played_score(board, fen, best_move)
           move_score = best_score if move == best_move else self._played_score(board, fen, move)
@@ -328,3 +433,90 @@ class UciEngineJudge:
         self.close()  # the engine's state is unknown: never reuse it
         raise
     return MoveEvaluation(best_move, float(best_score), float(move_score), self.source)
+
+  def analyse(self, fen: str, pv_length: int = 3) -> Analysis:
+    """Best move, score and the engine's principal variation (up to `pv_length` legal plies)."""
+    board = xb.Board.from_fen(fen)
+    fen = board.to_fen()
+    with self._lock:
+      try:
+        self._ensure_started()
+        self._new_position()
+        best_move, score, pv = self._search(self._position(fen), self.go_limit)
+      except BaseException:
+        self.close()
+        raise
+    if xb.iccs_to_move(best_move) not in board.legal_moves():
+      raise JudgeError(f"engine {self.command} proposed illegal move {best_move!r} in {fen!r}")
+    line = []
+    for move in pv[:pv_length]:  # keep the legal prefix: engines may print a pv cut by repetition
+      parsed = xb.iccs_to_move(move)
+      if not board.is_legal(parsed):
+        break
+      board.make(parsed)
+      line.append(move)
+    return Analysis(best_move, float(score), tuple(line or [best_move]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The default judge: Fairy-Stockfish when installed, else the built-in searcher.
+
+FAIRY_STOCKFISH = "fairy-stockfish"
+INSTALL_HINT = "apt-get install -y fairy-stockfish (Debian/Ubuntu; the binary goes to /usr/games)"
+_GAMES_DIRS = ("/usr/games", "/usr/local/games")
+
+
+def find_fairy_stockfish() -> str | None:
+  """Path of an installed Fairy-Stockfish binary: on PATH, in the games directory, or listed by
+  `dpkg -L fairy-stockfish`; None when there is none."""
+  found = shutil.which(FAIRY_STOCKFISH)
+  if found:
+    return found
+  candidates = [os.path.join(folder, FAIRY_STOCKFISH) for folder in _GAMES_DIRS]
+  if shutil.which("dpkg"):
+    try:
+      listing = subprocess.run(["dpkg", "-L", FAIRY_STOCKFISH], capture_output=True, text=True,
+                               timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+      listing = ""
+    candidates += [line.strip() for line in listing.splitlines()
+                   if os.path.basename(line.strip()) == FAIRY_STOCKFISH]
+  for path in candidates:
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+      return path
+  return None
+
+
+def fairy_stockfish_judge(path: str, depth: int = 8, timeout_s: float = 10.0,
+                          hash_mb: int = 16) -> UciEngineJudge:
+  """Fairy-Stockfish playing xiangqi, deterministic: fixed depth, one thread, hash cleared per
+  position; moves converted from its ranks 1–10."""
+  return UciEngineJudge([path], depth=depth, timeout_s=timeout_s, protocol="uci",
+                        options={"UCI_Variant": "xiangqi", "Threads": 1, "Hash": hash_mb},
+                        notation="ranks1", clear_hash=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DefaultJudgeSpec:
+  """How `default_judge` judges: the engine's depth, the built-in fallback's depth."""
+
+  engine_depth: int = 8
+  builtin_depth: int = 2
+  timeout_s: float = 10.0
+
+
+@functools.lru_cache(maxsize=None)
+def default_judge(spec: DefaultJudgeSpec = DefaultJudgeSpec()) -> MoveJudge:
+  """Fairy-Stockfish at `spec.engine_depth` when installed, else the built-in searcher; logs
+  which (once per spec) so that a run says at start-up what judges it."""
+  path = find_fairy_stockfish()
+  if path is not None:
+    judge = fairy_stockfish_judge(path, depth=spec.engine_depth, timeout_s=spec.timeout_s)
+    logging.info("xiangqi judge: Fairy-Stockfish %s at depth %d (1 thread, hash cleared per "
+                 "position)", path, spec.engine_depth)
+    return judge
+  logging.warning("xiangqi judge: fairy-stockfish not found (PATH, %s, dpkg -L %s); judging with "
+                  "the built-in searcher at depth %d, much weaker than an engine. Install the "
+                  "engine with: %s", ", ".join(_GAMES_DIRS), FAIRY_STOCKFISH, spec.builtin_depth,
+                  INSTALL_HINT)
+  return BuiltinJudge(depth=spec.builtin_depth)

@@ -168,15 +168,19 @@ def test_reward_legal_best_move_with_correct_analysis_scores_the_maximum():
                               ground_truth)
   assert result.total == pytest.approx(1.0)
   assert result.components == {"format": 1.0, "move_parsed": 1.0, "legality": 1.0, "quality": 1.0,
-                                "analysis": 1.0, "analysis_available": 1.0, "judge_failed": 0.0}
+                                "analysis": 1.0, "analysis_available": 1.0, "judge_failed": 0.0,
+                                "top1": 1.0, "evaluation": 1.0, "cp_loss": 0.0}
   assert result.info["best_move"] == "b0b9"
   assert base.get("xiangqi_r1") is xiangqi.xiangqi_r1
 
 
 def test_reward_legal_but_worse_move_is_scored_below_the_best():
   ground_truth = {"fen": MATE_IN_ONE_FEN}
-  best = xiangqi.xiangqi_r1(_completion("b0b9"), ground_truth)
-  worse = xiangqi.xiangqi_r1(_completion("a8a9"), ground_truth)
+  # The built-in searcher at depth 2 does not see a8a9's later mate (Fairy-Stockfish does: both
+  # moves then win with certainty and score 1).
+  judge = xiangqi_engine.BuiltinJudge(depth=2)
+  best = xiangqi.xiangqi_r1(_completion("b0b9"), ground_truth, judge=judge)
+  worse = xiangqi.xiangqi_r1(_completion("a8a9"), ground_truth, judge=judge)
   assert best.total == pytest.approx(1.0)  # no analysis check: weights of the other three only
   assert worse.components["legality"] == 1.0
   assert 0.0 <= worse.components["quality"] < 1.0
@@ -304,7 +308,7 @@ def test_reward_analysis_checks_the_stated_evaluation(stated, annotation, expect
     ({"fen": xb.START_FEN, "best_move": "h2h8"}, ValueError, r"\['best_move'\] must be legal ICCS moves.*'h2h8'"),
     ({"fen": xb.START_FEN, "best_move": "zz"}, ValueError, r"\['best_move'\] must be legal ICCS moves.*'zz'"),
     ({"fen": xb.START_FEN, "best_move": 5}, ValueError, r"\['best_move'\] must be an ICCS move"),
-    ({"fen": xb.START_FEN, "annotations": {"evaluation": "winning"}}, ValueError, "annotations.evaluation"),
+    ({"fen": xb.START_FEN, "annotations": {"evaluation": "winnable"}}, ValueError, "annotations.evaluation"),
     ({"fen": xb.START_FEN, "annotations": ["red"]}, ValueError, r"\['annotations'\] must be a mapping"),
 ])
 def test_reward_bad_ground_truth_names_the_key(ground_truth, error, message):
@@ -334,7 +338,9 @@ def test_reward_never_raises_and_stays_in_range(completion):
   result = xiangqi.xiangqi_r1(completion, ground_truth)
   assert math.isfinite(result.total) and 0.0 <= result.total <= 1.0
   assert set(result.components) == set(xiangqi.COMPONENTS)
+  cp_loss = result.components.pop("cp_loss")
   assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in result.components.values())
+  assert 0.0 <= cp_loss <= xiangqi.CP_LOSS_CAP
 
 
 @pytest.mark.parametrize("thinking, answer", [
