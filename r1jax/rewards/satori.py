@@ -9,7 +9,8 @@ Ground truth keys (VQA-Verify's own fields; a missing or malformed one raises, n
   image_caption: reference caption, a non-empty string.
   width, height: original image size in pixels (may come through the context instead).
 Context keys (all optional):
-  resized_height, resized_width: the model-input size, when the processor passes it.
+  resized_height, resized_width: the model-input size, when the processor passes it; else
+    resized_image_sizes[0] (the data pipeline's (height, width) of the image it fed the model).
   min_pixels, max_pixels: otherwise the resized size is `smart_resize` with these limits.
     Defaults 256*28*28 and 512*28*28, SATORI's training values.
   normalize_vqa: compare answers case-folded with whitespace collapsed and a final "." dropped
@@ -120,6 +121,9 @@ def _bbox_score(completion: str, gt_boxes: list[list[float]], ground_truth: Mapp
   pred = parsing.parse_boxes(content) if content is not None else None
   if not pred:
     return 0.0, pred is not None, ""
+  sizes = context.get("resized_image_sizes")
+  if "resized_height" not in context and isinstance(sizes, (list, tuple)) and len(sizes) == 1:
+    context = dict(context, resized_height=sizes[0][0], resized_width=sizes[0][1])
   frame = parsing.image_frame(ground_truth, context, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS)
   if frame is None:
     return 0.0, True, "the context's pixel limits cannot rescale the boxes"
