@@ -12,6 +12,7 @@ import json
 import os
 
 import data_pipelines
+from data_pipelines.tasks import embodied_r1_synthetic
 from data_pipelines.tasks import letters, love_r1, love_r1_synthetic, satori_r1_synthetic, tvr
 from r1jax import envs, processing, rewards
 from r1jax.envs.observations import ObservationEncoder
@@ -23,6 +24,7 @@ TOKENIZER_CORPORA = {
     "letters": lambda: letters.corpus(),
     "star_tvr": lambda: tvr.text_corpus(tvr.TvrTask(prompt_style="short")) + tvr.text_corpus(tvr.TvrTask()),
     "love_r1": lambda: love_r1_synthetic.text_corpus(),
+    "embodied_r1": lambda: embodied_r1_synthetic.text_corpus(),
     "satori_r1": lambda: satori_r1_synthetic.text_corpus(),
 }
 

@@ -8,7 +8,11 @@
   love_r1_synthetic.py writes a synthetic long-video task in that layout.
 * 'satori_r1' (satori_r1.py, satori_r1_dataset.py): SATORI-R1's VQA-Verify records;
   satori_r1_synthetic.py writes a synthetic "shape inside the ring" task in that layout.
+* 'embodied_r1' (embodied_r1.py, embodied_r1_dataset.py): Embodied-Points-200K Parquet rows
+  (pointing, free space, visual traces, spatial QA), or the synthetic tabletop task of
+  embodied_r1_synthetic.py in the same row layout.
 """
+from data_pipelines.tasks import embodied_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import letters, love_r1_dataset, satori_r1_dataset, tvr_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks.tvr import TvrTask, generate_example, text_corpus  # noqa: F401
 from data_pipelines.tasks.tvr_dataset import TvrSource, write_split  # noqa: F401

@@ -56,7 +56,16 @@ Choices:
 
 Components: format, point_format, accuracy (the task's accuracy terms combined, in [0, 1]),
 parse (1 if the point list parsed; for QA, if an `<answer>` block was found), plus per task:
-dist, in_box, n_ok, frechet, rmse, in_polygon.
+dist, in_box, n_ok, frechet, rmse, in_polygon (the ramped reward terms), and the paper's metrics:
+  in_region (point_rec / grounding_rec: in_polygon; free_point: in_box): point-in-region accuracy;
+  nearest_px (point_ref, free_point): mean distance of the predicted points to their nearest
+    ground-truth point, in pixels;
+  rmse_px, frechet_px (visual_trace): RMSE after resampling and discrete Fréchet distance to the
+    ground-truth trace, in pixels, whatever the number of predicted points.
+A completion without a parsed point list scores in_region 0 and, as its pixel metrics, the image
+diagonal (the farthest a point could be), from the ground truth's or context's height / width, else
+the context's `original_image_sizes` (as r1jax's pipeline passes them); with no size known the pixel
+metrics are left out of that sample's components.
 """
 from __future__ import annotations
 
@@ -122,9 +131,12 @@ def _payload(kind: str, text: str) -> Any:
   return polygon if polygon and len(polygon) >= 3 else None
 
 
-def _truth(ground_truth: Any, context: Mapping[str, Any]) -> tuple[str, str, Any]:
-  """(type name, task kind, parsed payload); raises naming `answer` (or the image size) if malformed."""
-  answer = schema.field("embodied_r1", ground_truth, "answer", "'<type>TYPE</type>' then the task's ground truth")
+def parse_answer(answer: Any) -> tuple[str, str, Any]:
+  """A released `answer` -> (type name, task kind, parsed payload); raises naming `answer` if malformed.
+
+  Kinds: 'qa' (payload: the text), 'point_ref' ([(x, y)]), 'free_point' ((box, [(x, y)])),
+  'visual_trace' ([(x, y)]), 'region' (the polygon [(x, y)]).
+  """
   type_name, text = parse_ground_truth(answer)
   kind = _TYPE_ALIASES.get(type_name or "")
   if kind is None:
@@ -133,8 +145,15 @@ def _truth(ground_truth: Any, context: Mapping[str, Any]) -> tuple[str, str, Any
   payload = _payload(kind, text)
   if payload is None:
     raise schema.malformed("embodied_r1", "answer", f"'<type>{type_name}</type>' then {_PAYLOADS[kind]}", answer)
-  schema.image_size("embodied_r1", ground_truth, context, required=False)
   return type_name, kind, payload
+
+
+def _truth(ground_truth: Any, context: Mapping[str, Any]) -> tuple[str, str, Any]:
+  """(type name, task kind, parsed payload); raises naming `answer` (or the image size) if malformed."""
+  answer = schema.field("embodied_r1", ground_truth, "answer", "'<type>TYPE</type>' then the task's ground truth")
+  truth = parse_answer(answer)
+  schema.image_size("embodied_r1", ground_truth, context, required=False)
+  return truth
 
 
 def mean_nearest_ramp(pred: list[tuple[float, float]], targets: list[tuple[float, float]],
@@ -159,6 +178,46 @@ def trajectory_rmse(pred: list[tuple[float, float]], truth: list[tuple[float, fl
 
 def _fraction(hits: list[bool]) -> float:
   return sum(hits) / len(hits) if hits else 0.0
+
+
+def _pixel_metrics(kind: str, pred: list, payload: Any) -> dict[str, float]:
+  """The paper's distance metrics (see the module docstring) for a non-empty `pred`."""
+  if kind == "visual_trace":
+    return {"rmse_px": trajectory_rmse(pred, payload), "frechet_px": geometry.discrete_frechet(pred, payload)}
+  if kind not in ("point_ref", "free_point"):
+    return {}
+  targets = payload[1] if kind == "free_point" else payload
+  with np.errstate(over="ignore", invalid="ignore"):
+    distances = np.linalg.norm(np.asarray(pred)[:, None, :] - np.asarray(targets)[None, :, :], axis=-1)
+    return {"nearest_px": float(distances.min(axis=1).mean())}
+
+
+def _image_diagonal(truth: Mapping[str, Any], context: Mapping[str, Any]) -> float | None:
+  """The original image's diagonal in pixels, or None when no size is known."""
+  hw = parsing.find_image_hw(truth, context)
+  sizes = context.get("original_image_sizes")
+  if hw is None and isinstance(sizes, (list, tuple)) and sizes:
+    try:
+      hw = tuple(float(v) for v in sizes[0])
+    except (TypeError, ValueError):
+      hw = None
+  return math.hypot(*hw) if hw is not None and len(hw) == 2 else None
+
+
+def _metrics(kind: str, pred: list | None, payload: Any, truth: Mapping[str, Any],
+             context: Mapping[str, Any], extra: Mapping[str, float]) -> dict[str, float]:
+  """in_region and the pixel metrics of one completion (`pred` None or empty: nothing parsed)."""
+  metrics = {}
+  if kind in ("region", "free_point"):
+    metrics["in_region"] = extra.get("in_polygon" if kind == "region" else "in_box", 0.0)
+  names = {"visual_trace": ("rmse_px", "frechet_px"), "point_ref": ("nearest_px",),
+           "free_point": ("nearest_px",)}.get(kind, ())
+  if pred:
+    metrics.update({k: v for k, v in _pixel_metrics(kind, pred, payload).items() if math.isfinite(v)})
+  diagonal = _image_diagonal(truth, context)
+  if diagonal is not None:
+    metrics.update({name: diagonal for name in names if name not in metrics})
+  return metrics
 
 
 def _points_accuracy(kind: str, pred: list, payload: Any) -> tuple[float, dict[str, float]]:
@@ -215,5 +274,5 @@ def embodied_r1_reward(completion: str, ground_truth: Mapping[str, Any], **conte
   if points:
     point_terms, extra = _points_accuracy(kind, points, payload)
   components = {"format": fmt, "point_format": pfmt, "accuracy": point_terms / 0.8, "parse": float(points is not None),
-                **extra}
+                **extra, **_metrics(kind, points, payload, ground_truth, context, extra)}
   return RewardResult(total=0.1 * fmt + 0.1 * pfmt + point_terms, components=components, info=info)
