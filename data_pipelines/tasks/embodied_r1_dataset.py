@@ -1,11 +1,11 @@
 """The 'embodied_r1' dataset: Embodied-Points-200K Parquet rows, or the synthetic tabletop task, as a grain source.
 
     config.data = data_pipelines.default_config(name="embodied_r1", path="/data/points/robopoint/train.parquet")
-    config.data.synthetic = "train"                  # or the synthetic task instead of `path`
+    config.data.split = "train"                      # or the synthetic task instead of `path`
     config.data.task_types = ("point_rec",)           # any embodied_r1_synthetic.TabletopTask field
 
 `path` takes what the 'files' dataset takes (a file, comma-separated files, a folder or a glob); every
-row goes through embodied_r1.to_example's checks. Synthetic splits (`config.data.synthetic`):
+row goes through embodied_r1.to_example's checks. Synthetic splits (`config.data.split`):
 * 'train': 2**31 - 1 records; record i is drawn from (config.data.seed, i) alone, so any order, shard
   or worker count sees the same records;
 * 'test': the first `test_size` records of a fixed sequence that does not depend on config.data.seed
@@ -38,7 +38,7 @@ class TabletopSource:
   def __init__(self, split: str, *, task: synthetic.TabletopTask = synthetic.TabletopTask(), seed: int = 0,
                test_size: int = 100):
     if split not in SPLITS:
-      raise ValueError(f"config.data.synthetic={split!r} must be one of {SPLITS} (or '' to read config.data.path)")
+      raise ValueError(f"config.data.split={split!r} must be one of {SPLITS} (or '' to read config.data.path)")
     if test_size < 1:
       raise ValueError(f"config.data.test_size={test_size} must be >= 1")
     self.split, self.task, self.test_size = split, task, test_size
@@ -61,22 +61,22 @@ _TASK_FIELDS = {field.name: field.default for field in dataclasses.fields(synthe
 _LAYOUT_KEYS = dict(layout="easyr1", prompt_key="problem", answer_key="answer", image_key="images")
 
 
-@register_dataset("embodied_r1", options=dict(synthetic="", test_size=100, **_TASK_FIELDS))
+@register_dataset("embodied_r1", options=dict(split="", test_size=100, **_TASK_FIELDS))
 def build_embodied_r1(cfg: DataConfig) -> DatasetSpec:
   """Embodied-R1 rows from `config.data.path`, or the synthetic task (see the module docstring).
 
-  Options: synthetic ('' | 'train' | 'test'), test_size (held-out records), and every
+  Options: split ('' | 'train' | 'test'), test_size (held-out records), and every
   `embodied_r1_synthetic.TabletopTask` field (image_size, grid_size, num_colors, radius, jitter,
   task_types, teacher_confusions, teacher_confusion, prompt_style).
   """
   options = dict(cfg.options)
   task = synthetic.TabletopTask(**{name: options.pop(name) for name in _TASK_FIELDS})
-  if options["synthetic"]:
-    source = TabletopSource(options["synthetic"], task=task, seed=cfg.seed, test_size=options["test_size"])
+  if options["split"]:
+    source = TabletopSource(options["split"], task=task, seed=cfg.seed, test_size=options["test_size"])
   elif cfg.path:
     source = sources.file_source(cfg.path)
   else:
     raise ValueError("dataset 'embodied_r1' needs config.data.path (Embodied-Points-200K Parquet files) or "
-                     "config.data.synthetic='train' | 'test' (the synthetic tabletop task)")
+                     "config.data.split='train' | 'test' (the synthetic tabletop task)")
   layout = dataclasses.replace(cfg.layout, **_LAYOUT_KEYS)
   return DatasetSpec(source=source, to_example=functools.partial(embodied_r1.to_example, layout=layout))

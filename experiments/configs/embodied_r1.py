@@ -76,7 +76,7 @@ def _paper_rl() -> dict:
 
 def _held_out(test_size: int, batch_size: int) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
-      name: dict(synthetic="test", task_types=(task_type,), test_size=test_size, batch_size=batch_size)
+      name: dict(split="test", task_types=(task_type,), test_size=test_size, batch_size=batch_size)
       for name, task_type in HELD_OUT})
 
 
@@ -88,7 +88,7 @@ def embedded_config() -> ml_collections.ConfigDict:
   config.model.hf_config = tiny_qwen2_5_vl()
   config.data = data_pipelines.default_config(name="embodied_r1", max_prompt_length=64, max_seq_length=160,
                                               length_buckets=(64, 96, 160))
-  config.data.update(dict(synthetic="train", prompt_style="short", teacher_confusion=0.65, read_threads=1))
+  config.data.update(dict(split="train", prompt_style="short", teacher_confusion=0.65, read_threads=1))
   config.sampling.num_samples = 8
   config.sampling.temperature = 1.0
   config.sampling.max_new_tokens = 88  # a trace's 8 points take ~75 tokens
