@@ -361,13 +361,55 @@ def overlay_timestamps(frames: np.ndarray, timestamps: np.ndarray) -> np.ndarray
   return out
 
 
-def sample_video(source: MediaRef, sampling: VideoSampling, *, start: float | None = None,
+@dataclasses.dataclass(frozen=True)
+class FrameSequence:
+  """A video stored as one image file per frame (ReVOS, MeViS, Ref-YouTube-VOS ship frame folders).
+
+  Attributes:
+    paths: the frame files, in order: every one is a frame of the clip (the dataset picks them).
+    fps: the rate the frames are shown at (Omni-R1 treats its sampled frames as 2 fps).
+  """
+  paths: tuple[str, ...]
+  fps: float = 2.0
+
+
+def sample_frame_sequence(frames: FrameSequence, sampling: VideoSampling) -> VideoClip:
+  """Decodes every frame of `frames` and resizes them (PIL bicubic) to one size under `sampling`'s
+  bounds for that many frames (the first frame's size decides).
+
+  Raises:
+    BadExampleError: BAD_MEDIA naming the frame file that is missing or unreadable, or whose size
+      differs from the first frame's.
+  """
+  from data_pipelines.images import decode_image  # pylint: disable=g-import-not-at-top
+
+  if not frames.paths:
+    raise errors.BadExampleError(errors.BAD_MEDIA, "<frame sequence>", "no frame files")
+  images = [decode_image(path) for path in frames.paths]
+  height, width = images[0].height, images[0].width
+  for path, image in zip(frames.paths, images):
+    if (image.height, image.width) != (height, width):
+      raise errors.BadExampleError(errors.BAD_MEDIA, path, f"frame of {image.height}x{image.width} pixels in a "
+                                   f"sequence of {height}x{width} frames ({frames.paths[0]})")
+  size = sampling.frame_bounds(len(images)).resized_size(height, width)
+  pixels = np.stack([np.asarray(image if (image.height, image.width) == size
+                                else image.resize(size[::-1], PIL.Image.Resampling.BICUBIC), np.uint8)
+                     for image in images])
+  times = np.arange(len(images), dtype=np.float64) / frames.fps
+  metadata = VideoMetadata(duration=len(images) / frames.fps, fps=frames.fps, num_frames=len(images), height=height,
+                           width=width)
+  return VideoClip(frames=pixels, timestamps=times, frame_indices=np.arange(len(images), dtype=np.int64),
+                   metadata=metadata)
+
+
+def sample_video(source: MediaRef | FrameSequence, sampling: VideoSampling, *, start: float | None = None,
                  end: float | None = None, timestamps=None, seek: bool = True,
                  seek_gap_s: float = 0.5) -> VideoClip:
   """Samples, decodes and resizes the frames of one video.
 
   Args:
-    source: path or bytes.
+    source: path or bytes, or a `FrameSequence` (all of its frames are used: `sampling` gives
+      their size only, and start / end / timestamps must be unset).
     sampling: the frame rule and the per-frame size bounds.
     start, end: restrict sampling to [start, end) seconds.
     timestamps: explicit times in seconds (overrides the rule; capped to `max_frames`
@@ -377,6 +419,10 @@ def sample_video(source: MediaRef, sampling: VideoSampling, *, start: float | No
   Raises:
     BadExampleError: BAD_MEDIA naming the file (missing, corrupt, empty interval).
   """
+  if isinstance(source, FrameSequence):
+    if start is not None or end is not None or timestamps is not None:
+      raise ValueError("a FrameSequence is used whole: pick its frames instead of passing start/end/timestamps")
+    return sample_frame_sequence(source, sampling)
   metadata = probe_video(source)
   if timestamps is not None:
     targets = np.asarray(timestamps, np.float64)

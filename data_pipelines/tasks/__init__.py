@@ -14,5 +14,6 @@
 """
 from data_pipelines.tasks import embodied_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import letters, love_r1_dataset, satori_r1_dataset, tvr_dataset  # noqa: F401  (registers)
+from data_pipelines.tasks import omni_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks.tvr import TvrTask, generate_example, text_corpus  # noqa: F401
 from data_pipelines.tasks.tvr_dataset import TvrSource, write_split  # noqa: F401

@@ -35,17 +35,25 @@ Ground truth:
     (or None) where the object is absent: the field Omni-R1's ReVOS/MeViS loaders produce
     (`boxes` is read when `bboxs` is missing). F is the number of frames the policy saw.
 Context:
-  detail_system: `DetailSystem`, called as `detail_system(frame_index, description) -> str`; its
-    text holds JSON objects with "bbox_2d" (Qwen2.5-VL style). Absent: no grounding terms.
-  detail_timeout_s: time limit per detail call (default 30 s).
+  detail_answers: {frame index: the detail system's text} for the frames `grounding_requests`
+    names, computed in one batch before scoring (r1jax/envs/omni_r1.py runs the frozen detail
+    model once per rollout); with `detail_status` ("ok", or the judge status "error" / "timeout" /
+    "invalid" of that batched call, r1jax.rewards.judges) and `detail_error`. A frame without an
+    answer grounds nothing. Takes precedence over `detail_system`.
+  detail_system: `DetailSystem`, called as `detail_system(frame_index, description) -> str`, per
+    frame; its text holds JSON objects with "bbox_2d" (Qwen2.5-VL style). With neither key: no
+    grounding terms.
+  detail_timeout_s: time limit per detail_system call (default 30 s).
   frame_hw: (height, width) of the original frames. When given, detail boxes are read as pixels
     of the detail model's `smart_resize`d input (`detail_min_pixels`/`detail_max_pixels`, default
     Qwen2.5-VL's 56·56 / 28·28·1280) and mapped back to original pixels; when absent they are
     taken as original pixels.
   alpha_k, alpha_a: the weights above.
 Components: format, cum, frame_r, overlap, avg_iou, mismatch, parsed (1 if any object has all
-fields), num_objects (J), valid_objects, grounded_frames, detail_failed (1 if any detail call
-raised, timed out or answered no text).
+fields), num_objects (J), valid_objects, grounded_frames, detail_failed (1 if a detail call
+raised, timed out or answered no text), detail_unparsed (fraction of the grounded frames whose
+answer arrived but held no readable box), keyframe_hit (fraction of the grounded frames in which
+a target object is present; 0 without any: the keyframe hit rate).
 
 Ambiguities and r1jax's choices:
   * Times: a time field is read where the public code's `re.match(r"(\\d+):(\\d+)\\.(\\d+)")`
@@ -78,7 +86,7 @@ from r1jax.processing import VisionProcessorConfig
 from r1jax.rewards import schema
 from r1jax.rewards.base import RewardResult, register
 from r1jax.rewards.geometry import box_iou, hungarian_match
-from r1jax.rewards.judges import DEFAULT_TIMEOUT_S, call_judge
+from r1jax.rewards.judges import DEFAULT_TIMEOUT_S, JUDGE_ERROR, JUDGE_OK, JudgeCall, call_judge
 from r1jax.rewards.parsing import extract_tag, is_think_answer, parse_boxes, parse_literal, to_original_pixels
 
 FPS = 2
@@ -90,6 +98,10 @@ TARGET_KEYFRAMES = 4
 INTERVAL_LENGTH_PENALTY = 0.2  # per frame beyond the first in an interval
 OVERLAP_PENALTY = 0.5     # per duplicated frame
 EXTRA_BOX_PENALTY = 0.5
+
+# The detail system's instruction for one keyframe (the released default grounding prompt,
+# `make_prompt` in revos.py), after the image.
+DETAIL_TEMPLATE = "Given the expression: '{Question}', ground all the referred objects with json bboxs"
 
 # mm:ss.ff at the start of the field, as the public code matches it.
 _TIME = re.compile(r"(\d+):(\d+\.\d+)")
@@ -111,6 +123,12 @@ class Keyframe:
   description: str
   first_frame: int
   last_frame: int
+
+
+def detail_messages(description: str) -> list[dict[str, Any]]:
+  """The detail system's chat for one keyframe: the image, then DETAIL_TEMPLATE with `description`."""
+  text = DETAIL_TEMPLATE.format(Question=description.lower().strip())
+  return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
 def json_spans(text: str) -> list[str]:
@@ -175,6 +193,36 @@ def _keyframes(answer: str, num_frames: int) -> tuple[int, int, list[Keyframe]]:
   return len(spans), complete, valid
 
 
+def grounding_requests(completion: str, num_frames: int) -> list[tuple[int, str]]:
+  """(frame index, description) pairs the detail system grounds for a completion over `num_frames`
+  frames: the first TARGET_KEYFRAMES unique frames of its valid intervals, ascending, each with the
+  description of the first valid interval holding it ([] without a valid interval)."""
+  text = completion if isinstance(completion, str) else ""
+  _, _, keyframes = _keyframes(extract_tag(text, "answer") or "", num_frames)
+  return _requests(keyframes)
+
+
+def _requests(keyframes: Sequence[Keyframe]) -> list[tuple[int, str]]:
+  unique = sorted({f for k in keyframes for f in range(k.first_frame, k.last_frame + 1)})
+  return [(frame, next(k.description for k in keyframes if k.first_frame <= frame <= k.last_frame))
+          for frame in unique[:TARGET_KEYFRAMES]]
+
+
+def _detail_answer(frame: int, description: str, context: Mapping[str, Any], timeout_s: float):
+  """The detail system's answer for one keyframe: from the batched `detail_answers`, else a
+  `detail_system` call; a `JudgeCall`."""
+  answers = context.get("detail_answers")
+  if answers is None:
+    return call_judge(context["detail_system"], frame, description, timeout_s=timeout_s, validate=_as_text)
+  status = context.get("detail_status", JUDGE_OK)
+  if status != JUDGE_OK:
+    return JudgeCall(status, error=str(context.get("detail_error", "")) or f"detail call {status}")
+  text = answers.get(frame, answers.get(str(frame)))
+  if not isinstance(text, str):
+    return JudgeCall(JUDGE_ERROR, error=f"no detail answer for frame {frame}")
+  return JudgeCall(JUDGE_OK, text)
+
+
 def _detail_boxes(text: str, num_obj: int, context: Mapping[str, Any]) -> tuple[list[list[float] | None], int]:
   """The first `num_obj` boxes of a detail answer (None where unreadable) and the extra count."""
   spans = json_spans(text)
@@ -220,7 +268,7 @@ def omni_r1(completion: str, ground_truth: Mapping[str, Any], **context: Any) ->
   text = completion if isinstance(completion, str) else ""
   comps = {"format": float(is_think_answer(text)), "cum": 0.0, "frame_r": 0.0, "overlap": 0.0, "avg_iou": 0.0,
            "mismatch": 0.0, "parsed": 0.0, "num_objects": 0.0, "valid_objects": 0.0, "grounded_frames": 0.0,
-           "detail_failed": 0.0}
+           "detail_failed": 0.0, "detail_unparsed": 0.0, "keyframe_hit": 0.0}
   info: dict[str, Any] = {}
 
   num_objects, complete, keyframes = _keyframes(extract_tag(text, "answer") or "", num_frames)
@@ -240,23 +288,25 @@ def omni_r1(completion: str, ground_truth: Mapping[str, Any], **context: Any) ->
   gap = TARGET_KEYFRAMES - len(unique)
   comps["frame_r"] = GAP_REWARD * (len(unique) if gap >= 0 else TARGET_KEYFRAMES + gap - 1)
 
-  detail = context.get("detail_system")
-  grounded = unique[:TARGET_KEYFRAMES]
+  requests = _requests(keyframes)
+  grounded = [frame for frame, _ in requests]
   info["keyframes"] = grounded
-  if detail is not None:
+  comps["keyframe_hit"] = float(present[:, grounded].any(axis=0).mean())
+  if context.get("detail_answers") is not None or context.get("detail_system") is not None:
     timeout_s = float(context.get("detail_timeout_s", DEFAULT_TIMEOUT_S))
-    ious, extra, errors = [], 0, []
-    for frame in grounded:
-      description = next(k.description for k in keyframes if k.first_frame <= frame <= k.last_frame)
-      call = call_judge(detail, frame, description, timeout_s=timeout_s, validate=_as_text)
+    ious, extra, errors, unparsed = [], 0, [], 0
+    for frame, description in requests:
+      call = _detail_answer(frame, description, context, timeout_s)
       if call.ok:
         boxes, frame_extra = _detail_boxes(call.value, num_obj, context)
+        unparsed += all(box is None for box in boxes)
       else:  # a failed call grounds nothing in its frame
         boxes, frame_extra = [None] * num_obj, 0
         errors.append(call.error)
       ious += _matched_ious(truth[:, frame], boxes)
       extra += frame_extra
     comps["detail_failed"] = float(bool(errors))
+    comps["detail_unparsed"] = unparsed / len(grounded)
     comps["grounded_frames"] = float(len(grounded))
     if errors:
       info["detail_errors"] = errors

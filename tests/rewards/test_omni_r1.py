@@ -79,7 +79,8 @@ def test_perfect_answer_reaches_documented_max():
   total, comps = score(completion(*frames), detail_system=exact_detail({f: [BOX] for f in range(8)}))
   assert comps == pytest.approx({"format": 1.0, "cum": 1.6, "frame_r": 1.6, "overlap": 0.0, "avg_iou": 1.0,
                                  "mismatch": 0.0, "parsed": 1.0, "num_objects": 4.0, "valid_objects": 4.0,
-                                 "grounded_frames": 4.0, "detail_failed": 0.0})
+                                 "grounded_frames": 4.0, "detail_failed": 0.0, "detail_unparsed": 0.0,
+                                 "keyframe_hit": 1.0})
   assert total == pytest.approx(5.2)
   total, _ = score(completion(*frames), detail_system=exact_detail({f: [BOX] for f in range(8)}),
                    alpha_k=0.5, alpha_a=2.0)
@@ -169,6 +170,34 @@ def test_failing_detail_system_is_reported(behaviour):
     release.set()
   assert comps["detail_failed"] == 1.0 and comps["avg_iou"] == 0.0
   assert total == pytest.approx(3.0)
+
+
+def test_batched_detail_answers_equal_per_frame_calls():
+  # Frames 3-4 of an interval: frame 3 holds the dog, frame 4 does not (keyframe hit 0.5).
+  text = completion(keyframe("00:01.50", "00:02.00"))
+  assert omni_r1.grounding_requests(text, 8) == [(3, "the brown dog"), (4, "the brown dog")]
+  detail = exact_detail({3: [BOX], 4: [[0, 0, 5, 5]]})
+  answers = {frame: detail(frame, description) for frame, description in omni_r1.grounding_requests(text, 8)}
+  batched = score(text, detail_answers=answers, detail_status="ok")
+  assert batched == score(text, detail_system=detail)
+  assert batched[1]["keyframe_hit"] == 0.5 and batched[1]["avg_iou"] == 1.0
+
+
+@pytest.mark.parametrize("status", ["error", "timeout", "invalid"])
+def test_failed_batched_detail_call_is_a_judge_status(status):
+  text = completion(keyframe("00:01.00", "00:01.00"))
+  total, comps = score(text, detail_answers={}, detail_status=status, detail_error="no answer within 5 s")
+  assert comps["detail_failed"] == 1.0 and comps["avg_iou"] == 0.0 and comps["grounded_frames"] == 1.0
+  assert total == pytest.approx(3.0)
+
+
+def test_unparsable_detail_answer_is_counted():
+  text = completion(keyframe("00:01.00", "00:01.50"))
+  _, comps = score(text, detail_answers={2: "a dog, top left", 3: json.dumps({"bbox_2d": BOX})})
+  assert comps["detail_unparsed"] == 0.5 and comps["detail_failed"] == 0.0
+  assert comps["avg_iou"] == pytest.approx(0.5)
+  _, comps = score(text, detail_answers={2: json.dumps({"bbox_2d": BOX})})  # frame 3 missing: a failure
+  assert comps["detail_failed"] == 1.0
 
 
 def test_no_answer_scores_zero():
