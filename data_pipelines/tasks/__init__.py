@@ -6,6 +6,9 @@
 * 'love_r1' (love_r1.py, love_r1_dataset.py): LOVE-R1's released JSON records (long-video QA
   with zoom-in), read for RL (step-1 prompts) or SFT (one example per CoT step);
   love_r1_synthetic.py writes a synthetic long-video task in that layout.
+* 'xiangqi_r1' (xiangqi_r1.py, xiangqi_r1_dataset.py): Xiangqi-R1 position records (FEN + engine
+  labels) as stage-1 legal-move SFT, stage-2 strategy SFT or GRPO prompts; generated and labelled
+  by Fairy-Stockfish (or the built-in searcher) when synthetic.
 * 'satori_r1' (satori_r1.py, satori_r1_dataset.py): SATORI-R1's VQA-Verify records;
   satori_r1_synthetic.py writes a synthetic "shape inside the ring" task in that layout.
 * 'embodied_r1' (embodied_r1.py, embodied_r1_dataset.py): Embodied-Points-200K Parquet rows
@@ -15,5 +18,6 @@
 from data_pipelines.tasks import embodied_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import letters, love_r1_dataset, satori_r1_dataset, tvr_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import omni_r1_dataset  # noqa: F401  (registers)
+from data_pipelines.tasks import xiangqi_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks.tvr import TvrTask, generate_example, text_corpus  # noqa: F401
 from data_pipelines.tasks.tvr_dataset import TvrSource, write_split  # noqa: F401

@@ -250,15 +250,18 @@ class UciEngineJudge:
     options: `setoption` values sent after the handshake, e.g. {"Threads": 1, "Hash": 16}.
     notation: the engine's move notation, "iccs" (ranks 0–9) or "ranks1" (ranks 1–10,
       Fairy-Stockfish); moves are converted both ways.
-    clear_hash: send `ucinewgame` (UCI; clears the hash table) before each position, so that a
-      result never depends on the positions searched before it.
+    clear_hash: send `ucinewgame` (UCI; clears the hash table) before each search, so that a
+      result never depends on the searches before it. With a depth limit the judge is then
+      deterministic and memoises its searches (`cache_size` positions and moves), so a GRPO
+      group of completions for one position searches its root once.
+    cache_size: memoised root searches and move scores (each).
   """
 
   def __init__(self, command: str | Sequence[str], *, depth: int | None = 8,
                movetime_ms: int | None = None, timeout_s: float = 10.0,
                startup_timeout_s: float = 10.0, protocol: str = "uci",
                use_searchmoves: bool | None = None, options: Mapping[str, Any] | None = None,
-               notation: str = "iccs", clear_hash: bool = False):
+               notation: str = "iccs", clear_hash: bool = False, cache_size: int = 4096):
     if protocol not in ("uci", "ucci"):
       raise ValueError(f"engine protocol must be 'uci' or 'ucci', got {protocol!r}")
     if notation not in NOTATIONS:
@@ -281,6 +284,9 @@ class UciEngineJudge:
     self.options = dict(options or {})
     self.notation = notation
     self.clear_hash = clear_hash and protocol == "uci"
+    self.cache_size = cache_size
+    self._roots: dict[str, tuple[str, int]] = {}
+    self._move_scores: dict[tuple[str, str], int] = {}
     self._lock = threading.Lock()
     self._process: subprocess.Popen | None = None
     self._lines: queue.Queue[str | None] = queue.Queue()
@@ -406,46 +412,74 @@ class UciEngineJudge:
     after.make(xb.iccs_to_move(move))
     if not after.legal_moves():
       return xb.MATE_SCORE - 1
-    _, score, _ = self._search(self._position(fen, [move]), self.go_limit)
+    _, score, _ = self._fresh_search(self._position(fen, [move]), self.go_limit)
     return -score
+
+  def _locked(self, query: Callable[[], Any]) -> Any:
+    """Runs `query` on a started engine under the lock; any failure kills the engine."""
+    with self._lock:
+      try:
+        self._ensure_started()
+        return query()
+      except BaseException:
+        self.close()  # the engine's state is unknown: never reuse it
+        raise
+
+  def _fresh_search(self, position: str, go: str) -> tuple[str, int, list[str]]:
+    """`_search` after clearing the hash (when configured): a function of its arguments alone."""
+    self._new_position()
+    return self._search(position, go)
+
+  def _root(self, board: xb.Board, fen: str) -> tuple[str, int]:
+    """(best move, score) of `fen`, memoised when the result is deterministic."""
+    if fen in self._roots:
+      return self._roots[fen]
+    best_move, score, _ = self._locked(lambda: self._fresh_search(self._position(fen), self.go_limit))
+    if xb.iccs_to_move(best_move) not in board.legal_moves():
+      raise JudgeError(f"engine {self.command} proposed illegal move {best_move!r} in {fen!r}")
+    self._remember(self._roots, fen, (best_move, score))
+    return best_move, score
+
+  def _searchmoves_score(self, fen: str, move: str) -> int:
+    key = (fen, move)
+    if key in self._move_scores:
+      return self._move_scores[key]
+    go = f"{self.go_limit} searchmoves {to_engine_move(move, self.notation)}"
+    score = self._locked(lambda: self._fresh_search(self._position(fen), go))[1]
+    self._remember(self._move_scores, key, score)
+    return score
+
+  def _remember(self, cache: dict, key: Any, value: Any) -> None:
+    if not self.deterministic:
+      return
+    if len(cache) >= self.cache_size:
+      cache.pop(next(iter(cache)))  # oldest first
+    cache[key] = value
+
+  @property
+  def deterministic(self) -> bool:
+    """Depth-limited with the hash cleared per search: the same query gives the same answer."""
+    return self.clear_hash and self.go_limit.startswith("go depth")
 
   def evaluate_move(self, fen: str, move: str) -> MoveEvaluation:
     board = xb.Board.from_fen(fen)
     move = move.lower()
     _legal_move(board, move, fen)
     fen = board.to_fen()
-    with self._lock:
-      try:
-        self._ensure_started()
-        self._new_position()
-        position = self._position(fen)
-        best_move, best_score, _ = self._search(position, self.go_limit)
-        if xb.iccs_to_move(best_move) not in board.legal_moves():
-          raise JudgeError(f"engine {self.command} proposed illegal move {best_move!r} in {fen!r}")
-        if self.use_searchmoves:
-          engine_move = to_engine_move(move, self.notation)
-          move_score = best_score if move == best_move else self._search(
-              position, f"{self.go_limit} searchmoves {engine_move}")[1]
-        else:
-          best_score = self._played_score(board, fen, best_move)
-          move_score = best_score if move == best_move else self._played_score(board, fen, move)
-      except BaseException:
-        self.close()  # the engine's state is unknown: never reuse it
-        raise
+    best_move, best_score = self._root(board, fen)
+    if self.use_searchmoves:
+      move_score = best_score if move == best_move else self._searchmoves_score(fen, move)
+    else:
+      best_score = self._locked(lambda: self._played_score(board, fen, best_move))
+      move_score = best_score if move == best_move else self._locked(
+          lambda: self._played_score(board, fen, move))
     return MoveEvaluation(best_move, float(best_score), float(move_score), self.source)
 
   def analyse(self, fen: str, pv_length: int = 3) -> Analysis:
     """Best move, score and the engine's principal variation (up to `pv_length` legal plies)."""
     board = xb.Board.from_fen(fen)
     fen = board.to_fen()
-    with self._lock:
-      try:
-        self._ensure_started()
-        self._new_position()
-        best_move, score, pv = self._search(self._position(fen), self.go_limit)
-      except BaseException:
-        self.close()
-        raise
+    best_move, score, pv = self._locked(lambda: self._fresh_search(self._position(fen), self.go_limit))
     if xb.iccs_to_move(best_move) not in board.legal_moves():
       raise JudgeError(f"engine {self.command} proposed illegal move {best_move!r} in {fen!r}")
     line = []

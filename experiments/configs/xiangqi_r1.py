@@ -1,0 +1,130 @@
+"""Xiangqi-R1: Chinese chess on a text Qwen2.5 in three stages, legal-move SFT -> strategy SFT -> GRPO.
+
+The embedded default (no argument) trains end to end on a CPU, with no downloads:
+
+    python experiments/run.py --config=experiments/configs/xiangqi_r1.py --workdir=/tmp/xiangqi_r1
+
+* data: positions written on first use under <workdir>/data in the position-record JSONL format
+  (data_pipelines/tasks/xiangqi_r1.py) and labelled by Fairy-Stockfish at depth 8 (best move, score,
+  PV, evaluation for the side to move); without the engine, by the built-in searcher at depth 2
+  (said at start-up). The default draws sparse endgame positions (both kings and 1-3 random pieces a
+  side): every position differs, so a model from scratch must read the board. Playout and self-play
+  positions are `--config.data.synthetic_playout=N` / `synthetic_selfplay=N`;
+* model: a tiny Qwen2.5 text decoder (4 layers, 128 wide) from scratch, with a tokenizer built from
+  the task's text; prompts are the piece list only (`prompt_style="short"`);
+* stage `legal_sft`: the legal moves of one piece, or one legal move, checked by the move generator;
+* stage `strategy_sft`: `<think>evaluation: winning. line: h2e2 h9g7</think><answer>h2e2</answer>`,
+  the engine's evaluation, a PV-based rationale and its best move;
+* stage `grpo`: G=8 at temperature 1.0 on the strategy prompts, the xiangqi_r1 reward (format 0.1,
+  legality 0.2, quality from the judge's centipawn loss 0.6, analysis 0.1), judged by the default
+  judge (Fairy-Stockfish at depth 8, else the built-in searcher);
+* evaluation after each stage (greedy) on 200 held-out positions: move legality, top-1 agreement with
+  the engine, mean centipawn loss (illegal moves count 1000), analysis accuracy (the stated
+  evaluation), format rate.
+
+Each stage starts from the previous stage's export (<workdir>/<stage>/hf). Re-running resumes.
+`experiments/eval.py --config=experiments/configs/xiangqi_r1.py --checkpoint=<workdir>/grpo/hf` re-scores
+a checkpoint on the held-out positions.
+
+`:real,model=DIR,data=DIR` trains a local Qwen2.5-7B-Instruct (HF folder) on a user's position records:
+DIR holds train.jsonl and test.jsonl (position records; `legal.jsonl` / `strategy.jsonl` are used for
+stages 1 and 2 when present, else train.jsonl). The paper (arXiv 2507.12215) does not publish its
+hyperparameters; these are the common R1 settings for a 7B text model: SFT lr 1e-5 (1 epoch each),
+GRPO lr 1e-6, G=8, temperature 1.0, k3 KL 0.04, 1024 new tokens.
+"""
+import ml_collections
+
+from experiments.configs import recipe_args
+from r1jax.train import default_config
+
+SUMMARY = (("legal", "legality"), ("top1", "top1"), ("cp_loss", "cp_loss"), ("analysis", "evaluation"),
+           ("format", "format"), ("reward", "reward"))
+STAGES = ("legal_sft", "strategy_sft", "grpo")
+
+
+def tiny_qwen2_5() -> ml_collections.ConfigDict:
+  """HF config.json of a from-scratch Qwen2.5 text decoder; 0 fields come from the built tokenizer."""
+  return ml_collections.ConfigDict(dict(
+      architectures=["Qwen2ForCausalLM"], vocab_size=0, hidden_size=128, intermediate_size=384,
+      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+      rope_parameters=dict(rope_type="default", rope_theta=10000.0), rms_norm_eps=1e-6,
+      eos_token_id=0, pad_token_id=0))
+
+
+def embedded_config() -> ml_collections.ConfigDict:
+  import data_pipelines  # pylint: disable=g-import-not-at-top
+  config = default_config()
+  config.seed = 0
+  config.tokenizer = "build:xiangqi_r1"
+  config.model.hf_config = tiny_qwen2_5()
+  config.data = data_pipelines.default_config(name="xiangqi_r1", max_prompt_length=64, max_seq_length=128,
+                                              length_buckets=(64, 128))
+  config.data.update(dict(prompt_style="short", synthetic="train", synthetic_dir="", synthetic_sparse=4000,
+                          synthetic_test_size=200, synthetic_sparse_pieces=(1, 3), pv_plies=2,
+                          piece_max_moves=8, read_threads=1))
+  config.sampling.num_samples = 8
+  config.sampling.temperature = 1.0
+  config.sampling.max_new_tokens = 32
+  config.reward.name = "xiangqi_r1"
+  config.reward.num_workers = 1
+  config.optim.max_grad_norm = 1.0
+  config.train.checkpoint_every = 100
+  config.train.log_every = 10
+  config.eval.summary = SUMMARY
+  config.eval.splits = ml_collections.ConfigDict(
+      {"held_out": dict(synthetic="test", mode="grpo", batch_size=50)})
+  config.stages = ml_collections.ConfigDict({
+      "legal_sft": dict(stage="sft", data=dict(mode="legal", batch_size=16),
+                        optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
+      "strategy_sft": dict(stage="sft", data=dict(mode="strategy", batch_size=16),
+                           optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
+      "grpo": dict(stage="grpo", data=dict(mode="grpo", batch_size=8, length_buckets=(64,)),
+                   optim=dict(learning_rate=5e-4, warmup_steps=20, micro_batches=2),
+                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=150)),
+  })
+  config.stage_order = STAGES
+  return config
+
+
+def real_config(model: str = "", data: str = "") -> ml_collections.ConfigDict:
+  """The three stages on a local Qwen2.5(-7B-Instruct) checkpoint and a folder of position records."""
+  import os  # pylint: disable=g-import-not-at-top
+  import data_pipelines  # pylint: disable=g-import-not-at-top
+  config = default_config()
+  config.init_from = model  # an HF folder with config.json, *.safetensors and the tokenizer files
+  config.model.dtype = "bfloat16"
+  config.model.remat = "full"
+  train = f"{data}/train.jsonl" if data else ""
+
+  def stage_file(name: str) -> str:
+    path = f"{data}/{name}.jsonl"
+    return path if data and os.path.isfile(path) else train
+
+  config.data = data_pipelines.default_config(name="xiangqi_r1", path=train, batch_size=16,
+                                              max_prompt_length=1024, max_seq_length=2048)
+  config.data.prompt_style = "full"
+  config.sampling.num_samples = 8
+  config.sampling.temperature = 1.0
+  config.sampling.max_new_tokens = 1024
+  config.reward.name = "xiangqi_r1"
+  config.rl.beta = 0.04
+  config.rl.kl_estimator = "low_var_kl"
+  config.train.checkpoint_every = 200
+  config.eval.summary = SUMMARY
+  config.eval.splits = ml_collections.ConfigDict(
+      {"held_out": dict(path=f"{data}/test.jsonl" if data else "", mode="grpo", batch_size=16)})
+  config.stages = ml_collections.ConfigDict({
+      "legal_sft": dict(stage="sft", data=dict(mode="legal", path=stage_file("legal"), num_epochs=1),
+                        optim=dict(learning_rate=1e-5, warmup_steps=100), train=dict(steps=2000)),
+      "strategy_sft": dict(stage="sft", data=dict(mode="strategy", path=stage_file("strategy"), num_epochs=1),
+                           optim=dict(learning_rate=1e-5, warmup_steps=100), train=dict(steps=2000)),
+      "grpo": dict(stage="grpo", data=dict(mode="grpo", path=train), optim=dict(learning_rate=1e-6),
+                   train=dict(steps=1000)),
+  })
+  config.stage_order = STAGES
+  return config
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """'' -> the embedded default; 'real[,model=DIR][,data=DIR]' -> a real run (see the module docstring)."""
+  return recipe_args.select(arg, embedded_config, real_config, ("model", "data"))
