@@ -23,7 +23,7 @@ from data_pipelines.tasks import satori_r1, satori_r1_synthetic
 OPTIONS = dict(image_dir="", prompt_style="released",
                # The synthetic task, written on first use into synthetic_dir.
                synthetic="", synthetic_items=0, synthetic_dir="", synthetic_test_size=200, teacher_error=0.5,
-               image_size=84, grid_size=3, num_objects=3, num_colors=6, jitter=2)
+               image_size=84, grid_size=3, num_objects=3, num_colors=6, jitter=1)
 
 
 @register_dataset("satori_r1", options=OPTIONS)

@@ -14,9 +14,9 @@ continuously; colours are exact palette values (no anti-aliasing) so tests can r
 Record: VQA-Verify's layout (satori_r1.py), `messages` = the user turn `<image>` + question and,
 for SFT, the assistant turn written by a teacher in SATORI's output format:
 
-    <caption>red circle, blue square, green triangle and a ring</caption><bbox>[[30,2,54,26]]</bbox><answer>green</answer>
+    <caption>red circle, green triangle, blue square and a ring</caption><bbox>[[29,1,55,27]]</bbox><answer>green</answer>
 
-The caption lists the shapes in reading order (row by row) and never says which is in the ring;
+The caption lists the shapes in palette order of their colours and never says which is in the ring;
 `bboxs` is the ring's box [x1, y1, x2, y2] in pixels (the image is not resized, so input and
 original pixels coincide); `possible_answers` is the colour.
 
@@ -68,7 +68,7 @@ class SatoriTask:
   grid_size: int = 3
   num_objects: int = 3
   num_colors: int = 6
-  jitter: int = 2
+  jitter: int = 1
 
   def __post_init__(self):
     if self.image_size % 28 or self.image_size % self.grid_size or self.grid_size < 2:
@@ -90,12 +90,13 @@ class SatoriTask:
   @property
   def ring_radius(self) -> int:
     """Outer radius of the ring; its box is 2 * ring_radius pixels square."""
-    return self.cell * 3 // 7
+    return self.cell * 13 // 28
 
   @property
   def shape_radius(self) -> int:
-    """Circumradius of every shape: it fits well inside the ring."""
-    return self.cell // 4
+    """Circumradius of every shape: large (a third of its cell's pixels or more, so its colour
+    dominates the cell's vision token), still clear of the ring."""
+    return self.cell * 9 // 28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,8 +175,11 @@ def render(item: Item, task: SatoriTask) -> np.ndarray:
 
 
 def caption(item: Item) -> str:
-  """The reference caption: every shape in reading order, then the ring (never which one)."""
-  names = [f"{s.color} {s.shape}" for s in item.shapes]
+  """The reference caption: every shape in palette order of its colour, then the ring (never which
+  one). Palette order (not reading order) makes the caption a set read out by colour, which a tiny
+  decoder learns by attending to each colour in turn."""
+  order = list(COLORS)
+  names = [f"{s.color} {s.shape}" for s in sorted(item.shapes, key=lambda s: order.index(s.color))]
   return f"{', '.join(names)} and a ring"
 
 

@@ -8,8 +8,8 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   <workdir>/data in VQA-Verify's record layout and read back by the same reader as `:real`: 84x84 images
   of three shapes (six colours, three shapes) in a 3x3 grid, one of them inside a white ring; the question
   is always "What colour is the shape inside the ring?", so the answer is in one region and every other
-  shape is a distractor. Output: `<caption>red circle, blue square, green triangle and a ring</caption>
-  <bbox>[[30,2,54,26]]</bbox><answer>green</answer>`;
+  shape is a distractor. Output: `<caption>red circle, green triangle, blue square and a ring</caption>
+  <bbox>[[29,1,55,27]]</bbox><answer>green</answer>`;
 * model: the tiny Qwen2.5-VL of the STAR-R1 default (random, frozen 2-layer vision tower; trained merger and
   128-wide 2-layer decoder) with a tokenizer built from the task's text;
 * stage `sft`: the records' assistant turns, written by an imperfect teacher: half of them ground the
@@ -77,7 +77,7 @@ def embedded_config() -> ml_collections.ConfigDict:
       {"held_out": dict(synthetic="test", synthetic_items=100, batch_size=50)})
   config.stages = ml_collections.ConfigDict({
       "sft": dict(stage="sft", data=dict(batch_size=16),
-                  optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
+                  optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=500)),
       "grpo": dict(stage="grpo", data=dict(batch_size=8, length_buckets=(64,)),
                    optim=dict(learning_rate=5e-4, warmup_steps=20, micro_batches=2),
                    rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=150)),
