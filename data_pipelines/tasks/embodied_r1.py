@@ -87,10 +87,9 @@ def to_example(raw: RawRecord, *, layout: records.LayoutOptions) -> Example:
   Raises:
     BadExampleError: MISSING_FIELD / BAD_RECORD / BAD_MEDIA naming 'file:record N' and the field.
   """
+  if raw.fields is not None and not raw.fields.get(layout.image_key):  # before the tag count check names it
+    raise errors.BadExampleError(errors.MISSING_FIELD, raw.where, f"field {layout.image_key!r}: the row has no image")
   example = records.to_example(raw, layout)
-  if not example.images:
-    raise errors.BadExampleError(errors.MISSING_FIELD, example.where,
-                                 f"field {layout.image_key!r}: the row has no image")
   size = _image_size(example.images[0], example.where)
   task_type = check_ground_truth(example.ground_truth.get("answer"), size, example.where)
   return dataclasses.replace(example, context={**example.context, "task_type": task_type})

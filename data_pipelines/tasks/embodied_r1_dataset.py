@@ -80,3 +80,25 @@ def build_embodied_r1(cfg: DataConfig) -> DatasetSpec:
                      "config.data.split='train' | 'test' (the synthetic tabletop task)")
   layout = dataclasses.replace(cfg.layout, **_LAYOUT_KEYS)
   return DatasetSpec(source=source, to_example=functools.partial(embodied_r1.to_example, layout=layout))
+
+
+RELEASED_COLUMNS = ("problem", "answer", "images", "data_type")
+
+
+def write_rows(path: str, rows) -> str:
+  """Writes rows in Embodied-Points-200K's Parquet schema (e.g. the synthetic task, for another trainer).
+
+  Columns: problem, answer, data_type (strings) and images (a list of {'bytes': binary, 'path': string}
+  structs, as HF `datasets` stores an image sequence); other keys of the rows are left out.
+
+  Returns:
+    `path`.
+  """
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+  schema = pa.schema([("problem", pa.string()), ("answer", pa.string()), ("images", pa.list_(image)),
+                      ("data_type", pa.string())])
+  table = pa.Table.from_pylist([{key: row.get(key) for key in RELEASED_COLUMNS} for row in rows], schema=schema)
+  pq.write_table(table, path)
+  return path
