@@ -28,9 +28,10 @@ detail system renders the chosen ones at high resolution), `frame_hw` (original 
 `detail_min_pixels` / `detail_max_pixels` (the detail model's input bounds), `expression`.
 
 Modes: 'rl' (the policy's prompt), 'sft' (the prompt + the record's `answer`, an r1jax extension
-the synthetic task writes: the teacher's completion), 'detail' (the detail model's SFT examples:
-r1jax's own JSON list of {"image", "description", "bbox"}, written by the synthetic task; the
-released recipe uses a pretrained model as the detail system).
+the synthetic task writes: the teacher's completion; with the dataset's `with_detail`, the split's
+detail records too), 'detail' (the detail system's SFT examples: r1jax's own JSON list
+`detail.json` of {"image", "description", "bbox"}, written by the synthetic task; the released
+recipe's detail system is the pretrained reference model, which needs no such data).
 
 RefAVS (a folder with `metadata.csv` and `media/<vid>/audio.wav`) and any record carrying audio
 need Qwen2.5-Omni's audio tower, which r1jax does not have: the dataset refuses them, naming the
@@ -358,3 +359,9 @@ def detail_example(raw: RawRecord, *, detail_max_pixels: int = 28 * 28 * 1280,
   return Example(id=where, where=where, messages=detail_messages(description), images=[path],
                  ground_truth={"answer": box_text(scaled), "bbox": box}, data_type="image",
                  response=box_text(scaled), context={})
+
+
+def either_example(raw: RawRecord, *, expression, detail) -> Example:
+  """`detail(raw)` for a detail record (it has 'image'), else `expression(raw)`: the mixed SFT data of
+  mode 'sft' with `with_detail` (one model learns both systems)."""
+  return detail(raw) if raw.fields is not None and "image" in raw.fields else expression(raw)

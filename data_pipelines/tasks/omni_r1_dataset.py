@@ -3,6 +3,8 @@
     config.data = data_pipelines.default_config(name="omni_r1", path="/data/ReVOS")
     config.data.mode = "rl"            # 'rl': the policy's prompts; 'sft': + the records' `answer`;
                                        # 'detail': the detail model's SFT records (detail.json)
+    config.data.with_detail = True     # mode 'sft': the detail records too (one model learns both
+                                       # systems; the frozen reference is then the detail system)
     config.data.max_frames = 24        # frames the policy sees (linspace over the video)
     config.data.policy_max_pixels = 128 * 28 * 28   # per policy frame (the paper's)
     config.data.detail_max_pixels = 28 * 28 * 1280  # the detail model's keyframe (Qwen2.5-VL's default)
@@ -10,7 +12,7 @@
 `config.data.synthetic='train' | 'test'` writes the synthetic shapes task (omni_r1_synthetic.py)
 under `synthetic_dir` on first use and reads it back with the same reader. In mode 'detail' the
 images are resized by `config.data.image.max_pixels` / `min_pixels`, which must equal the detail
-bounds (checked).
+bounds (checked); so in mode 'sft' with `with_detail`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from data_pipelines.config import DataConfig
 from data_pipelines.registry import DatasetSpec, register_dataset
 from data_pipelines.tasks import omni_r1, omni_r1_synthetic
 
-OPTIONS = dict(mode="rl", expressions="", max_frames=24, max_objects=1, prompt_style="released",
+OPTIONS = dict(mode="rl", expressions="", with_detail=False, max_frames=24, max_objects=1, prompt_style="released",
                policy_max_pixels=128 * 28 * 28, policy_min_pixels=0, detail_max_pixels=28 * 28 * 1280,
                detail_min_pixels=56 * 56,
                # The synthetic task (omni_r1_synthetic.py), written on first use into synthetic_dir.
@@ -45,20 +47,27 @@ def build_omni_r1(cfg: DataConfig) -> DatasetSpec:
     raise ValueError("dataset 'omni_r1' needs config.data.path (a ReVOS / MeViS split folder) or "
                      "config.data.synthetic='train' | 'test' (the synthetic task)")
   detail_bounds = dict(min_pixels=options["detail_min_pixels"], max_pixels=options["detail_max_pixels"])
-  if options["mode"] == "detail":
+  detail = functools.partial(omni_r1.detail_example, **{f"detail_{k}": v for k, v in detail_bounds.items()})
+  with_detail = options["mode"] == "detail" or (options["mode"] == "sft" and options["with_detail"])
+  if with_detail:
     given = dict(min_pixels=cfg.image_min_pixels, max_pixels=cfg.image_max_pixels)
     if given != detail_bounds:
-      raise ValueError(f"config.data.mode='detail' resizes images by config.data.image {given}, which must equal "
-                       f"the detail bounds config.data.detail_min_pixels / detail_max_pixels {detail_bounds}")
-    records = sources.file_source(os.path.join(path, "detail.json") if os.path.isdir(path) else path)
-    return DatasetSpec(source=records, to_example=functools.partial(
-        omni_r1.detail_example, detail_max_pixels=options["detail_max_pixels"],
-        detail_min_pixels=options["detail_min_pixels"]))
-  return DatasetSpec(source=omni_r1.ExpressionSource(path, options["expressions"]), to_example=functools.partial(
+      raise ValueError(f"config.data.mode={options['mode']!r} with detail records resizes their images by "
+                       f"config.data.image {given}, which must equal the detail bounds config.data.detail_min_pixels "
+                       f"/ detail_max_pixels {detail_bounds}")
+  detail_file = os.path.join(path, "detail.json") if os.path.isdir(path) else path
+  if options["mode"] == "detail":
+    return DatasetSpec(source=sources.file_source(detail_file), to_example=detail)
+  expressions = omni_r1.ExpressionSource(path, options["expressions"])
+  to_example = functools.partial(
       omni_r1.to_example, mode=options["mode"], max_frames=options["max_frames"],
       max_objects=options["max_objects"], policy_max_pixels=options["policy_max_pixels"],
-      policy_min_pixels=options["policy_min_pixels"], prompt_style=options["prompt_style"], **{
-          f"detail_{k}": v for k, v in detail_bounds.items()}))
+      policy_min_pixels=options["policy_min_pixels"], prompt_style=options["prompt_style"],
+      **{f"detail_{k}": v for k, v in detail_bounds.items()})
+  if not with_detail:
+    return DatasetSpec(source=expressions, to_example=to_example)
+  return DatasetSpec(source=sources.ConcatSource([expressions, sources.file_source(detail_file)]),
+                     to_example=functools.partial(omni_r1.either_example, expression=to_example, detail=detail))
 
 
 def _write_synthetic(cfg: DataConfig, options: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ A video is `num_frames` frames (default 16, shown at 2 fps: 8 s) of `frame_size`
 dark background. `num_objects` shapes (default 3), each of its own colour (red, green, blue,
 yellow) and shape (square or circle) and its own motion (left, right, up or down, one grid step
 per frame), each visible during its own window of `window_s` seconds (aligned to whole seconds,
-i.e. to Qwen2.5-VL's temporal patches of two frames) and absent otherwise. Objects are
+i.e. to Qwen2.5-VL's temporal patches of two frames) and absent otherwise; shapes never overlap. Objects are
 `object_size` pixels on a grid of `object_size / 2` pixels, so boxes take few values.
 
 The referring expression names the target by attribute ("the red circle") or by motion ("the
@@ -21,8 +21,9 @@ first window of the video, whatever the target: a lazy default), 'distractor' (a
 window and description) or 'motion' (the right window, but the expression copied as the
 description, which a single frame cannot ground), so RL has room to improve.
 
-Detail records (`detail.json`, the detail model's SFT data): for every frame of a train video and
-every visible object, the frame, the object's attribute description and its box.
+Detail records (`detail.json`, the detail system's SFT data): `detail_per_video` (frame, visible
+object) pairs of each video, drawn at random: the frame, the object's attribute description and
+its box.
 
 Splits: 'test' items are fixed (they ignore the seed); 'train' item i is drawn from (seed, i) and
 redrawn when it equals a test item among the first `test_size`.
@@ -33,7 +34,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import PIL.Image
@@ -132,19 +133,34 @@ def _start(rng: np.random.Generator, motion: str, task: ShapesTask) -> tuple[int
   return axis(dx), axis(dy)
 
 
+def _overlap(shapes: Sequence[Shape], task: ShapesTask) -> bool:
+  """Whether two shapes ever overlap (one would hide part of the other)."""
+  for frame in range(task.num_frames):
+    boxes = [p for p in (s.position(frame, task) for s in shapes) if p is not None]
+    for i, (x1, y1) in enumerate(boxes):
+      if any(abs(x1 - x2) < task.object_size and abs(y1 - y2) < task.object_size for x2, y2 in boxes[i + 1:]):
+        return True
+  return False
+
+
 def sample_item(rng: np.random.Generator, task: ShapesTask) -> Item:
-  colors = rng.permutation(list(COLORS))[:task.num_objects]
-  motions = rng.permutation(list(MOTIONS))[:task.num_objects]
+  """Shapes of distinct colours and motions that never overlap (redrawn until they do not), a target
+  and how the expression names it."""
   seconds = task.num_frames // 2 - task.window_s + 1  # window starts, in whole seconds
-  shapes = tuple(Shape(str(c), SHAPES[int(rng.integers(len(SHAPES)))], str(m),
-                       int(rng.integers(seconds)) * 2, _start(rng, str(m), task))
-                 for c, m in zip(colors, motions))
-  return Item(shapes, int(rng.integers(task.num_objects)), bool(rng.integers(2)))
+  while True:
+    colors = rng.permutation(list(COLORS))[:task.num_objects]
+    motions = rng.permutation(list(MOTIONS))[:task.num_objects]
+    shapes = tuple(Shape(str(c), SHAPES[int(rng.integers(len(SHAPES)))], str(m),
+                         int(rng.integers(seconds)) * 2, _start(rng, str(m), task))
+                   for c, m in zip(colors, motions))
+    if not _overlap(shapes, task):
+      return Item(shapes, int(rng.integers(task.num_objects)), bool(rng.integers(2)))
 
 
 def render(item: Item, frame: int, task: ShapesTask) -> tuple[np.ndarray, list[np.ndarray]]:
-  """uint8 [S, S, 3] of `frame` and each shape's bool [S, S] mask (empty while not visible; later
-  shapes are drawn over earlier ones, and a covered pixel leaves the covered shape's mask)."""
+  """uint8 [S, S, 3] of `frame` and each shape's bool [S, S] mask (empty while not visible; a later
+  shape would be drawn over an earlier one, and a covered pixel leave its mask, but sampled items
+  never overlap)."""
   s, size = task.frame_size, task.object_size
   image = np.empty((s, s, 3), np.uint8)
   image[:] = BACKGROUND
@@ -211,7 +227,8 @@ def _teacher(rng: np.random.Generator, imperfect_fraction: float) -> str:
 
 
 def write_split(path: str, split: str, num_items: int, *, task: ShapesTask = ShapesTask(), seed: int = 0,
-                test_size: int = 100, imperfect_fraction: float = 0.4, reuse: bool = True) -> dict[str, Any]:
+                test_size: int = 100, imperfect_fraction: float = 0.4, detail_per_video: int = 4,
+                reuse: bool = True) -> dict[str, Any]:
   """Writes `num_items` videos of `split` in the ReVOS layout under `path/<split>/`.
 
   Files: JPEGImages/<video>/<00000>.jpg (quality 95), meta_expressions_train_.json (one expression
@@ -229,7 +246,7 @@ def write_split(path: str, split: str, num_items: int, *, task: ShapesTask = Sha
   folder = os.path.join(path, split)
   params = {"split": split, "num_items": num_items, "task": dataclasses.asdict(task),
             "seed": seed if split == "train" else _TEST_SEED, "test_size": test_size if split == "train" else None,
-            "imperfect_fraction": imperfect_fraction}
+            "imperfect_fraction": imperfect_fraction, "detail_per_video": detail_per_video}
   items = split_items(split, num_items, task=task, seed=seed, test_size=test_size)
   out = {"dir": folder, "detail": os.path.join(folder, "detail.json"), "seconds": 0.0, "items": items}
   params_path = os.path.join(folder, "params.json")
@@ -243,7 +260,7 @@ def write_split(path: str, split: str, num_items: int, *, task: ShapesTask = Sha
   for index, item in enumerate(items):
     video = f"{split}_{index:05d}"
     os.makedirs(os.path.join(folder, "JPEGImages", video), exist_ok=True)
-    per_object = [[] for _ in item.shapes]
+    per_object, visible = [[] for _ in item.shapes], []
     for frame, name in enumerate(frames):
       image, object_masks = render(item, frame, task)
       file = os.path.join("JPEGImages", video, name + ".jpg")
@@ -251,9 +268,11 @@ def write_split(path: str, split: str, num_items: int, *, task: ShapesTask = Sha
       for k, mask in enumerate(object_masks):
         per_object[k].append(omni_r1.rle_encode(mask) if mask.any() else None)
         if mask.any():
-          detail.append({"image": file, "description": item.shapes[k].description, "bbox": omni_r1.mask_box(mask)})
+          visible.append({"image": file, "description": item.shapes[k].description, "bbox": omni_r1.mask_box(mask)})
     for k, rles in enumerate(per_object):
       masks[f"{video}_{k}"] = rles
+    picks = _rng(split, params["seed"], index, 2).permutation(len(visible))[:detail_per_video]
+    detail += [visible[i] for i in sorted(picks)]
     rng = _rng(split, params["seed"], index, 1)  # the teacher's own stream
     teacher = _teacher(rng, imperfect_fraction)
     videos[video] = {"frames": frames, "expressions": {"0": {
