@@ -29,8 +29,10 @@ def table_text(table: Table, columns: Sequence[tuple[str, str]] = ()) -> str:
   """A fixed-width table: one row per stage and split, one column per label."""
   labels = [label for label, _ in columns] or sorted(
       {label for splits in table.values() for row in splits.values() for label in row})
-  lines = [f"{'stage':<10}{'split':<14}" + "".join(f"{label:>10}" for label in labels)]
+  width = max([10] + [len(stage) + 2 for stage in table])  # e.g. Xiangqi-R1's 'strategy_sft'
+  lines = [f"{'stage':<{width}}{'split':<14}" + "".join(f"{label:>10}" for label in labels)]
   for stage, splits in table.items():
     for split, row in splits.items():
-      lines.append(f"{stage:<10}{split:<14}" + "".join(f"{row.get(label, float('nan')):>10.3f}" for label in labels))
+      lines.append(f"{stage:<{width}}{split:<14}" + "".join(f"{row.get(label, float('nan')):>10.3f}"
+                                                            for label in labels))
   return "\n".join(lines)
