@@ -110,12 +110,16 @@ class Environment:
     max_observation_tokens: the most tokens one observation may add (its vision tokens
       included); a longer one ends the episode with CONTEXT_LIMIT. It fixes the learner row's
       width, so the learner compiles once.
-    timeout_s: wall-clock limit of one `step` call.
+    timeout_s: wall-clock limit of one `step` call (of one `step_batch` call when batched).
+    batched: the runner calls `step_batch` once per turn for all the episodes still running,
+      instead of `step` per episode on worker threads: a step that runs a frozen model
+      (`r1jax.frozen`) calls it once for the whole batch, on device.
   """
 
   max_turns: int = 1
   max_observation_tokens: int = 0
   timeout_s: float = 30.0
+  batched: bool = False
 
   def reset(self, context: Mapping[str, Any], ground_truth: Any) -> Any:
     """A new episode's state from its prompt's reward context and ground truth."""
@@ -126,6 +130,12 @@ class Environment:
     """Reacts to `episode.actions[turn]`; called from a worker thread, under `timeout_s`."""
     del episode, turn
     return StepResult(done=True)
+
+  def step_batch(self, episodes: Sequence[Episode], turn: int) -> list[StepResult]:
+    """Reacts to every running episode's `actions[turn]` at once (`batched` environments); one
+    StepResult per episode, in order. Called from the runner's thread, under `timeout_s`: an
+    error or a timeout fails every episode of the call."""
+    return [self.step(episode, turn) for episode in episodes]
 
   def samples(self, episode: Episode) -> list[Sample]:
     """The reward samples of an ended episode: by default one that scores the last action and

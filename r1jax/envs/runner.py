@@ -177,8 +177,12 @@ class EpisodeRunner:
     """Steps the active episodes; returns the observation of each row that continues, else None."""
     env = self.env
     rows = np.flatnonzero(active)
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(self.num_workers, len(rows)))) as pool:
-      outcomes = list(pool.map(lambda r: scorer.call_with_timeout(env.step, env.timeout_s, episodes[r], turn), rows))
+    if getattr(env, "batched", False):  # duck-typed environments step one episode at a time
+      outcomes = self._step_batch([episodes[r] for r in rows], turn)
+    else:
+      with concurrent.futures.ThreadPoolExecutor(max(1, min(self.num_workers, len(rows)))) as pool:
+        outcomes = list(pool.map(lambda r: scorer.call_with_timeout(env.step, env.timeout_s, episodes[r], turn),
+                                 rows))
     observations: list[Prompt | None] = [None] * len(episodes)
     for row, (status, value) in zip(rows, outcomes):
       episode = episodes[row]
@@ -209,6 +213,18 @@ class EpisodeRunner:
         trajectories[row].observations.append(observation)
         observations[row] = observation
     return observations
+
+
+  def _step_batch(self, episodes: list[Episode], turn: int) -> list[tuple[int, Any]]:
+    """(status, StepResult or error) per episode from one `env.step_batch` call; an error, a
+    timeout or a wrong number of results is every episode's outcome."""
+    env = self.env
+    status, value = scorer.call_with_timeout(env.step_batch, env.timeout_s, episodes, turn)
+    if status == scorer.OK and (not isinstance(value, (list, tuple)) or len(value) != len(episodes)):
+      status, value = scorer.ERROR, ValueError(
+          f"step_batch returned {len(value) if isinstance(value, (list, tuple)) else type(value).__name__} results "
+          f"for {len(episodes)} episodes")
+    return list(zip([status] * len(episodes), value)) if status == scorer.OK else [(status, value)] * len(episodes)
 
 
 def reward_fields(episodes: Episodes, env: Environment) -> dict[str, Any]:

@@ -90,7 +90,8 @@ def call_judge(judge: Callable[..., Any] | None, *args: Any, timeout_s: float = 
   return JudgeCall(JUDGE_OK, value)
 
 
-def _clipped_score(value: Any, low: float, high: float) -> float:
+def clipped_score(value: Any, low: float, high: float) -> float:
+  """`value` as a float clipped to [low, high]; raises TypeError / ValueError for a non-number or a non-finite one."""
   if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
     raise TypeError(f"judge answered {type(value).__name__}, expected a number")
   score = float(value)
@@ -105,7 +106,7 @@ def score_judge(judge: Callable[..., Any] | None, *args: Any, timeout_s: float =
 
   A non-numeric or non-finite answer gives status "invalid".
   """
-  return call_judge(judge, *args, timeout_s=timeout_s, validate=lambda v: _clipped_score(v, low, high), **kwargs)
+  return call_judge(judge, *args, timeout_s=timeout_s, validate=lambda v: clipped_score(v, low, high), **kwargs)
 
 
 @runtime_checkable

@@ -3,8 +3,9 @@
 A reward registers the context keys of the judges it cannot score without
 (`register(name, judges=(...))`). `judge_context` builds each of them from `config.reward` before
 the first step, so a missing model stops the run at once with how to get it, instead of every
-sample scoring without it. A judge r1jax cannot build from config yet (an LLM judge behind a
-client the user writes) is passed in by the caller as `provided`.
+sample scoring without it. The loop passes the stage's frozen models (`config.frozen`,
+`r1jax.frozen`) as `provided`: a judge key that names one gets that model. A judge r1jax cannot
+build from config (an LLM judge behind a client the user writes) is passed in the same way.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def judge_context(reward_name: str, reward_config, provided: Mapping[str, Any] |
     builder = _BUILDERS.get(key)
     if builder is None:
       raise MissingJudgeError(f"reward {reward_name!r} requires the judge {key!r}, which r1jax cannot build from "
-                              f"config.reward; pass it in the reward context")
+                              f"config.reward: set config.frozen.{key}.init_from to a local HF folder (a frozen "
+                              "model judge), or pass it in the reward context")
     try:
       out[key] = builder(reward_config)
     except (FileNotFoundError, ValueError) as e:

@@ -106,12 +106,30 @@ def default_config() -> ConfigDict:
   c.env.num_workers = 4  # threads running environment steps
   c.env.options = ConfigDict()  # the environment's own settings (its factory reads them)
 
+  # Frozen models (r1jax.frozen): name -> `frozen_model_config()` entry, loaded once per stage onto the
+  # policy's mesh and handed by name to the environment and the reward (e.g. Omni-R1's "detail").
+  # "reference" overrides the GRPO reference, which is otherwise the stage's initial policy.
+  c.frozen = ConfigDict()
+
   c.data = ConfigDict()  # owned by data_pipelines (validated there)
   c.eval = ConfigDict()  # recipe-defined evaluation options (validated by the recipe's evaluator)
   return c
 
 
-_FREE_FORM = {("model", "hf_config"), ("data",), ("eval",), ("stages",), ("mesh", "rules"), ("env", "options")}
+def frozen_model_config() -> ConfigDict:
+  """The keys of one `config.frozen.<name>` entry, with their defaults."""
+  f = ConfigDict()
+  f.init_from = ""  # a local HF folder (config.json + safetensors + tokenizer), or "policy": the stage's initial policy
+  f.tokenizer = ""  # local tokenizer folder; "" = init_from's
+  f.dtype = ""  # params and computation: "bfloat16" | "float32"; "" = float32 (an HF folder) or the policy's
+  f.role = ""  # what it is for: reference | detail | judge | embedder ("" = reference for the name "reference")
+  f.max_new_tokens = 256  # generation budget of a call that sets none
+  f.max_batch = 0  # the most prompts per on-device generation call; 0 = a call's whole batch at once
+  return f
+
+
+_FREE_FORM = {("model", "hf_config"), ("data",), ("eval",), ("stages",), ("mesh", "rules"), ("env", "options"),
+              ("frozen",)}
 
 
 def validate(config: ConfigDict) -> None:
@@ -119,11 +137,22 @@ def validate(config: ConfigDict) -> None:
   `default_config()` lacks, with the closest valid key as a hint."""
   reference = default_config()
   _check(config, reference, (), ())
+  _check_frozen(config.get("frozen", {}), ())
   for name, overrides in config.get("stages", {}).items():
     _check(overrides, reference, (), ("stages", name))
+    _check_frozen(overrides.get("frozen", {}), ("stages", name))
   if sorted(config.get("stage_order", ())) != sorted(config.get("stages", {}).keys()):
     raise ValueError(f"config.stage_order={tuple(config.stage_order)} must name every stage of config.stages "
                      f"({sorted(config.stages.keys())}) once")
+
+
+def _check_frozen(entries, shown: tuple[str, ...]) -> None:
+  """Each `frozen.<name>` entry is a section of `frozen_model_config()` keys."""
+  for name, entry in entries.items():
+    if not isinstance(entry, (ConfigDict, dict)):
+      raise ValueError(f"config key {'.'.join(shown + ('frozen', name))!r} must be a section "
+                       f"({sorted(frozen_model_config().keys())}), got {entry!r}")
+    _check(entry, frozen_model_config(), (), shown + ("frozen", name))
 
 
 def _check(config, reference: ConfigDict, path: tuple[str, ...], shown: tuple[str, ...]) -> None:

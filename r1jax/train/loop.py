@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from r1jax import checkpoint, envs, processing, rewards, rl, sharding
+from r1jax import frozen as frozen_lib
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.envs.runner import EpisodeRunner, reward_fields
 from r1jax.rewards.startup import judge_context
@@ -69,6 +70,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, hooks: DataHooks) -> di
   """Runs every stage of `config` in order; returns {stage: final metrics}."""
   config_lib.validate(config)
   stages = config_lib.stage_configs(config)
+  for _, stage_config in stages:  # before any stage trains: a missing frozen model stops the run now
+    check_frozen_models(stage_config)
   results, previous_export = {}, None
   for index, (name, stage_config) in enumerate(stages):
     stage_dir = workdir if len(stages) == 1 else os.path.join(workdir, name)
@@ -119,6 +122,28 @@ def build_policy(config, mesh, rules) -> tuple[Any, Any, Any]:
   return model, params, load_tokenizer(tokenizer_path)
 
 
+def check_frozen_models(config) -> None:
+  """A GRPO stage's environment has the frozen models it registered (`envs.register(frozen=...)`)
+  in `config.frozen`; raises `frozen.MissingFrozenModelError` naming the config key otherwise."""
+  if config.stage == "grpo":
+    frozen_lib.check_required(config, envs.required_frozen(config.env.name), f"environment {config.env.name!r}")
+
+
+def load_frozen_models(config, model, params, tokenizer, mesh, rules) -> tuple[dict[str, frozen_lib.FrozenModel],
+                                                                               frozen_lib.FrozenModel | None]:
+  """A GRPO stage's frozen models ({name: FrozenModel}, `config.frozen`), loaded once, and its KL
+  reference (None when rl.beta == 0): `config.frozen.reference`, or a copy of the stage's initial
+  policy, taken before a resume replaces the state (the updates donate the state's buffers)."""
+  if config.stage != "grpo":
+    return {}, None
+  policy = (model, params, tokenizer)
+  models_by_name = frozen_lib.load_all(config, mesh=mesh, rules=rules, policy=policy)
+  reference = None
+  if config.rl.beta > 0:
+    reference = models_by_name.get("reference") or frozen_lib.from_policy("reference", *policy, mesh=mesh, rules=rules)
+  return models_by_name, reference
+
+
 def loss_config(config) -> rl.PolicyLossConfig:
   r = config.rl
   return rl.PolicyLossConfig(policy_loss=r.policy_loss, epsilon_low=r.epsilon_low, epsilon_high=r.epsilon_high,
@@ -162,10 +187,7 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
     tx = optim.make_optimizer(config.optim, total_steps * optim.updates_per_step(config))
     state = init_state(params, tx, config.seed, mesh, optim.frozen_paths(params, config.optim.freeze))
     del params
-    # The KL reference is the stage's initial policy: copied, since updates donate the state's
-    # buffers, and taken before a resume replaces the state.
-    reference = jax.tree.map(lambda x: x.copy(), state.params) if config.stage == "grpo" and config.rl.beta > 0 \
-        else None
+    frozen_models, reference = load_frozen_models(config, model, state.params, tokenizer, mesh, rules)
     ckpt = checkpoint.Checkpointer(os.path.join(stage_dir, "checkpoints"), save_every=config.train.checkpoint_every,
                                    keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoints)
     if config.stage == "grpo":
@@ -187,8 +209,8 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
     writer = MetricWriter(stage_dir, total_steps=total_steps, initial_step=step,
                           progress_bar=config.train.progress_bar, name=name)
     updater = _Updater(config, model, mesh, rules, tx)
-    step_fn = _GrpoStep(config, model, tokenizer, reference, updater, hooks) if config.stage == "grpo" else \
-        _SftStep(model, updater)
+    step_fn = _GrpoStep(config, model, tokenizer, reference, updater, hooks, frozen_models) \
+        if config.stage == "grpo" else _SftStep(model, updater)
     stop = interrupts.GracefulStop()
     stop.install()
     # A step's metrics stay on device until the next step has been dispatched (or until this step
@@ -361,35 +383,21 @@ class _Updater:
     self.builder = SequenceBuilder(model)
 
   def device_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-    """Per-row arrays split over the batch mesh axes; vision inputs, every process's, replicated
-    (as VisionGrids, `SequenceBuilder.device_vision`). Each row's vision pad tokens are checked
-    against its grids first: the jitted scatter of features cannot check them."""
-    if self.model.config.is_multimodal:
-      models.vlm.check_row_feature_counts(self.model.config, batch["input_ids"], batch.get("image_grid_thw"),
-                                          batch.get("video_grid_thw"), batch.get("image_counts"),
-                                          batch.get("video_counts"))
-    batch = self.builder.shared_vision(batch)
-    arrays = self.builder.device_vision({k: v for k, v in batch.items()
-                                         if isinstance(v, np.ndarray) and k not in _HOST_ONLY},
-                                        self.mesh, self.rules)
-    axes = {k: (1 if k == "positions" and np.ndim(v) == 3 else 0 if k in _PER_ROW else None)
-            for k, v in arrays.items()}
-    return sharding.shard_batch(arrays, self.mesh, self.rules, batch_axis=axes)
+    """The learner batch on the mesh (`frozen_lib.place_learner_batch`)."""
+    return frozen_lib.place_learner_batch(self.model, batch, self.mesh, self.rules)
+
+  def logprob_options(self) -> dict[str, Any]:
+    """How a learner batch's log-probs are computed (the policy's and the frozen reference's alike):
+    at the sampling temperature, in the updates' micro-batches (rows / (rl.mini_batches *
+    optim.micro_batches) at a time), so the pass needs no more memory than an update."""
+    return dict(temperature=float(self.config.sampling.temperature),
+                pieces=self.config.rl.mini_batches * self.config.optim.micro_batches,
+                logits_chunk=self.config.optim.logits_chunk)
 
   def completion_logprobs(self, params, batch: dict[str, Any]) -> np.ndarray:
-    """[rows, completion_len] log-probs of `batch`'s completions under `params`, computed in the
-    updates' micro-batches (rows / (rl.mini_batches * optim.micro_batches) at a time), so this pass
-    needs no more memory than an update."""
-    pieces = self.config.rl.mini_batches * self.config.optim.micro_batches
-    n = rows.num_rows(batch)
-    if n % pieces:
-      raise ValueError(f"{n} rows do not split into config.rl.mini_batches x config.optim.micro_batches = {pieces}")
-    temperature, chunk = float(self.config.sampling.temperature), self.config.optim.logits_chunk
-    return np.concatenate([  # this process's rows of each piece (on several hosts the output spans them all)
-        sharding.process_rows(learner.completion_logprobs(self.model, params, self.device_batch(
-            rows.take_rows(batch, np.arange(i * n // pieces, (i + 1) * n // pieces))), temperature, chunk),
-                              self.mesh, self.rules)
-        for i in range(pieces)])
+    """[rows, completion_len] log-probs of `batch`'s completions under `params` (`logprob_options`)."""
+    return frozen_lib.learner_logprobs(self.model, params, batch, mesh=self.mesh, rules=self.rules,
+                                   **self.logprob_options())
 
   def update(self, state, batch: dict[str, Any], grad_fn, train_step=None) -> tuple[Any, dict[str, Any], jax.Array]:
     """One optimizer update over `batch`, split into `optim.micro_batches` micro-batches.
@@ -418,12 +426,6 @@ class _Updater:
     return state, out, stats["skipped"]
 
 
-_PER_ROW = ("input_ids", "attention_mask", "positions", "completion_mask", "advantages", "old_logprobs",
-            "ref_logprobs", "sampler_logprobs", "loss_mask")
-_HOST_ONLY = ("completion_ids", "prompt_lengths", "sequence_lengths", "image_counts", "video_counts", "turn_index",
-              "episode_failed")
-
-
 class _SftStep:
 
   def __init__(self, model, updater: _Updater):
@@ -447,15 +449,17 @@ def _learner_fields(batch: dict[str, Any]) -> dict[str, Any]:
 
 class _GrpoStep:
 
-  def __init__(self, config, model, tokenizer, ref_params, updater: _Updater, hooks: DataHooks | None = None):
+  def __init__(self, config, model, tokenizer, reference: frozen_lib.FrozenModel | None, updater: _Updater,
+               hooks: DataHooks | None = None, frozen_models: dict[str, frozen_lib.FrozenModel] | None = None):
     self.config, self.model, self.tokenizer, self.updater = config, model, tokenizer, updater
     self.loss_config = loss_config(config)
     self.builder = updater.builder
     self.reward_fn = rewards.get(config.reward.name)
-    # Judges the recipe requires are built (or found missing) now, not at the first sample.
-    self.judge_context = judge_context(config.reward.name, config.reward)
+    # Judges the recipe requires are built (or found missing) now, not at the first sample; a
+    # frozen model is the judge of the same name.
+    self.judge_context = judge_context(config.reward.name, config.reward, provided=frozen_models)
     self.last_samples: list[dict[str, Any]] = []
-    self.ref_params = ref_params  # the stage's initial policy, frozen; None when rl.beta == 0
+    self.reference = reference  # the KL reference (frozen); None when rl.beta == 0
     s = config.sampling
     self.sampler = Sampler(model, pad_id=self.builder.pad_id, decode_phases=s.decode_phases, mesh=updater.mesh,
                            rules=updater.rules)
@@ -463,7 +467,7 @@ class _GrpoStep:
     self.controls = SamplingControls(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k,
                                      top_p=s.top_p, stop_token_ids=stop_ids or None)
     self.groups_per_step = config.data.batch_size // jax.process_count()
-    self.env = envs.get(config.env.name)(config, hooks)
+    self.env = envs.build(config, hooks, frozen_models)
     encoder = None
     if self.env.max_turns > 1:
       encoder = ObservationEncoder(tokenizer, processing.VisionProcessorConfig.find(config.tokenizer, config.init_from)
@@ -478,8 +482,8 @@ class _GrpoStep:
                              prompts["ground_truth"], num_samples=group, key=key)
       batch = self.builder.trajectory_batch(prompts, episodes.prompts, episodes.trajectories, group,
                                             episodes.completion_width)
-      if self.env.max_turns > 1:
-        batch.update(reward_fields(episodes, self.env))
+      if self.env.max_turns > 1 or self.env.batched:  # their samples carry the episodes' results (Omni-R1's
+        batch.update(reward_fields(episodes, self.env))  # detail answers) into the reward context
       return batch, episodes.stats
 
     return sample
@@ -499,8 +503,8 @@ class _GrpoStep:
     if self.config.rl.num_iterations > 1 or self.config.rl.mini_batches > 1:
       # Ratios against the policy that sampled, recomputed by the learner.
       batch["old_logprobs"] = self.updater.completion_logprobs(state.params, batch)
-    if self.ref_params is not None:
-      batch["ref_logprobs"] = self.updater.completion_logprobs(self.ref_params, batch)
+    if self.reference is not None:
+      batch["ref_logprobs"] = self.reference.completion_logprobs(batch, **self.updater.logprob_options())
     grad_fn = lambda p, b, frozen: learner.grpo_grads(self.model, self.loss_config, temperature, p, b, chunk, frozen)
     tx = self.updater.tx
     train_step = lambda state, b: learner.grpo_train_step(self.model, self.loss_config, temperature, tx, state, b,

@@ -1,0 +1,346 @@
+"""Frozen models: a second model in the loop (the GRPO reference, Omni-R1's detail model, an MLLM
+judge), placed on the policy's mesh by the same logical rules and called in batches on device.
+
+A `FrozenModel` is a loaded model + params + tokenizer + vision processor settings + `Sampler`.
+The loop loads a stage's frozen models once, from the `config.frozen.<name>` entries (keys
+documented in `r1jax.train.config.frozen_model_config`), before the stage's first step, and hands
+them to the environment and the reward by name:
+
+    # config: a detail model in bf16, loaded from an HF folder (e.g. an earlier stage's export).
+    config.frozen.detail = dict(init_from="/ckpt/Qwen2.5-VL-3B-Instruct", dtype="bfloat16",
+                                role="detail", max_new_tokens=128)
+
+    # an environment names the frozen models it cannot run without; a run whose config lacks one
+    # stops at start-up naming `config.frozen.detail.init_from`:
+    @envs.register("omni_r1", frozen=("detail",))
+    def make(config, hooks, frozen):          # frozen: {"detail": FrozenModel}
+      return OmniR1(frozen["detail"], ...)
+
+    # inside a batched environment step (`Environment.batched = True`, `step_batch`): ONE call
+    # for every episode of the turn, greedy, on device.
+    requests = [ChatRequest(messages=[{"role": "user", "content": [
+                    {"type": "image"}, {"type": "text", "text": f"Locate {description}."}]}],
+                            images=[keyframe])
+                for keyframe, description in ...]
+    texts = [g.text for g in detail.generate(requests)]
+
+    # the GRPO reference is a frozen model too (the stage's initial policy unless
+    # `config.frozen.reference` names another): log-probs of a learner batch's completions.
+    batch["ref_logprobs"] = reference.completion_logprobs(batch, temperature=1.0, pieces=2)
+
+A reward reaches a frozen model through its judges: `rewards.register(name, judges=("detail",))`
+gets the frozen model named `detail` in its context, and `FrozenModelJudge`
+(`r1jax.rewards.judges`) turns one into a judge that renders a prompt template, generates in one
+batch and parses a score under a time limit.
+
+Memory: the params are placed like the policy's (`sharding.param_shardings`, FSDP over the mesh),
+so a frozen model adds its parameter bytes once per mesh, not once per device.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax import checkpoint, models, processing, sharding
+from r1jax.errors import RunStoppedError
+from r1jax.sampling import Prompt, Sampler, SamplingControls
+from r1jax.tokenization import load_tokenizer
+from r1jax.train import learner, rows
+from r1jax.train.config import frozen_model_config
+from r1jax.train.sequences import SequenceBuilder
+
+_log = logging.getLogger(__name__)
+
+ROLES = ("reference", "detail", "judge", "embedder")
+POLICY = "policy"  # `init_from` value: a copy of the stage's initial policy params
+
+
+class MissingFrozenModelError(RunStoppedError):
+  """An environment or a reward needs a frozen model that the config does not name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+  """One chat prompt for a frozen model: HF-format messages and the images / videos they refer to.
+
+  Attributes:
+    messages: e.g. [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "..."}]}];
+      the i-th image (video) item refers to images[i] (videos[i]).
+    images: PIL images or uint8 [H, W, 3], in item order.
+    videos: uint8 [T, H, W, 3] frame stacks, in item order.
+    video_fps: frames per second of each video.
+    max_pixels: per-image / per-frame pixel cap (None: the model's processor setting), e.g. a
+      high-resolution keyframe for a detail model.
+  """
+
+  messages: Sequence[Mapping[str, Any]]
+  images: Sequence[Any] = ()
+  videos: Sequence[Any] = ()
+  video_fps: Sequence[float] = ()
+  max_pixels: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  """A frozen model's greedy answer to one prompt.
+
+  Attributes:
+    text: the decoded completion (special tokens skipped).
+    token_ids: int32 [n], the stop token included when there was one.
+    truncated: it hit max_new_tokens without a stop token.
+  """
+
+  text: str
+  token_ids: np.ndarray
+  truncated: bool
+
+
+class FrozenModel:
+  """A model that is run, never trained: batched greedy generation and completion log-probs.
+
+  Args:
+    name: its `config.frozen` key (in logs and errors).
+    role: what it is for (`ROLES`).
+    model, params: the model and its params, placed on `mesh` (`sharding.param_shardings`).
+    tokenizer: a transformers tokenizer (None for a model only used for log-probs).
+    vision: the processor settings of its images and videos (None for a text model).
+    mesh, rules: the policy's mesh and logical-axis rules.
+    max_new_tokens: default generation budget.
+    max_batch: the most prompts per device call; 0 = all at once.
+  """
+
+  def __init__(self, name: str, role: str, model, params, tokenizer=None,
+               vision: processing.VisionProcessorConfig | None = None, mesh=None, rules=None,
+               max_new_tokens: int = 256, max_batch: int = 0):
+    if role not in ROLES:
+      raise ValueError(f"config.frozen.{name}.role={role!r} must be one of {ROLES}")
+    self.name, self.role, self.model, self.params, self.tokenizer = name, role, model, params, tokenizer
+    self.vision = vision if vision is not None or not model.config.is_multimodal else \
+        processing.VisionProcessorConfig()
+    self.mesh, self.rules = mesh, rules
+    self.max_new_tokens, self.max_batch = int(max_new_tokens), int(max_batch)
+    self.sampler = Sampler(model, mesh=mesh, rules=rules)
+    self._stop_ids = _stop_ids(model, tokenizer)
+
+  @property
+  def param_bytes(self) -> int:
+    """Bytes of the params (one copy: what the mesh holds in all, when nothing is replicated)."""
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(self.params))
+
+  # ------------------------------------------------------------------ prompts
+
+  def encode(self, request: ChatRequest) -> Prompt:
+    """The chat template applied to `request`, tokenised, with its images / videos processed."""
+    if self.tokenizer is None:
+      raise ValueError(f"frozen model {self.name!r} has no tokenizer: it cannot encode chat prompts")
+    cfg = self.vision or processing.VisionProcessorConfig()
+    if request.max_pixels is not None:
+      cfg = dataclasses.replace(cfg, max_pixels=int(request.max_pixels),
+                                min_pixels=min(cfg.min_pixels, int(request.max_pixels)))
+    encoded = processing.encode_prompt(self.tokenizer, request.messages, images=list(request.images),
+                                       videos=list(request.videos),
+                                       video_fps=list(request.video_fps) or processing.DEFAULT_VIDEO_FPS, cfg=cfg)
+    fields = {}
+    if len(encoded.image_grid_thw):
+      fields.update(pixel_values=encoded.pixel_values, image_grid_thw=encoded.image_grid_thw)
+    if len(encoded.video_grid_thw):
+      fields.update(pixel_values_videos=encoded.pixel_values_videos, video_grid_thw=encoded.video_grid_thw,
+                    second_per_grid_ts=encoded.second_per_grid_ts)
+    return Prompt(input_ids=encoded.input_ids, **fields)
+
+  # ------------------------------------------------------------------ generation
+
+  def generate(self, requests: Sequence[ChatRequest | Prompt | Any], *, max_new_tokens: int | None = None,
+               key: jax.Array | None = None) -> list[Generation]:
+    """Greedy completions of `requests` (`ChatRequest`s, or `Prompt`s / token ids already encoded),
+    decoded on device in as few calls as `max_batch` allows.
+
+    Each call pads its prompts to a power-of-two count with one-token prompts (their answers are
+    dropped), so the sampler compiles once per count bucket and prompt-length bucket, not once
+    per batch size.
+    """
+    if not requests:
+      return []
+    budget = int(max_new_tokens or self.max_new_tokens)
+    prompts = [self.encode(r) if isinstance(r, ChatRequest) else r for r in requests]
+    controls = SamplingControls(max_new_tokens=budget, greedy=True, stop_token_ids=self._stop_ids)
+    key = jax.random.key(0) if key is None else key  # greedy: the key changes nothing
+    size = self.max_batch or len(prompts)
+    out: list[Generation] = []
+    started = time.perf_counter()
+    for begin in range(0, len(prompts), size):
+      chunk = list(prompts[begin:begin + size])
+      filler = _count_bucket(len(chunk)) - len(chunk)
+      chunk += [np.array([self.sampler.pad_id], np.int32)] * filler
+      result = self.sampler(self.params, chunk, key=key, num_samples=1, controls=controls)
+      tokens, lengths, finished = (np.asarray(x) for x in (result.tokens, result.lengths, result.finished))
+      ids = [tokens[row, :lengths[row]] for row in range(len(chunk) - filler)]
+      texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True) if self.tokenizer is not None else \
+          [""] * len(ids)
+      out += [Generation(text, row_ids, not bool(done)) for text, row_ids, done in zip(texts, ids, finished)]
+    _log.debug("frozen model %s: %d prompts generated in %.2f s", self.name, len(prompts),
+               time.perf_counter() - started)
+    return out
+
+  # ------------------------------------------------------------------ log-probs
+
+  def completion_logprobs(self, batch: dict[str, Any], *, temperature: float, pieces: int = 1,
+                          logits_chunk: int = 0) -> np.ndarray:
+    """float32 [rows, completion_len]: log-probs of a learner batch's completions under this model
+    (`learner_logprobs`), `rows / pieces` rows per device call."""
+    with sharding.use_mesh(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext():
+      return learner_logprobs(self.model, self.params, batch, mesh=self.mesh, rules=self.rules,
+                              temperature=temperature, pieces=pieces, logits_chunk=logits_chunk)
+
+
+def _count_bucket(n: int) -> int:
+  """The smallest power of two >= n."""
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _stop_ids(model, tokenizer) -> tuple[int, ...]:
+  """The model's EOS ids, plus the chat turn's end (`<|im_end|>`) when the tokenizer has it: an
+  instruct model ends its answer there."""
+  ids = list(model.config.eos_token_id or ())
+  if tokenizer is not None:
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end, int) and end != getattr(tokenizer, "unk_token_id", None) and end < model.config.text.vocab_size:
+      ids.append(end)
+  return tuple(dict.fromkeys(int(i) for i in ids))
+
+
+# --------------------------------------------------------------------------- learner batches
+
+
+# Learner batch fields with one entry per row (split over the batch mesh axes), and those the
+# device never sees.
+PER_ROW = ("input_ids", "attention_mask", "positions", "completion_mask", "advantages", "old_logprobs",
+           "ref_logprobs", "sampler_logprobs", "loss_mask")
+HOST_ONLY = ("completion_ids", "prompt_lengths", "sequence_lengths", "image_counts", "video_counts", "turn_index",
+             "episode_failed")
+
+
+def place_learner_batch(model, batch: dict[str, Any], mesh, rules) -> dict[str, Any]:
+  """A learner batch on the mesh: per-row arrays split over the batch mesh axes; vision inputs,
+  every process's, replicated (as VisionGrids, `SequenceBuilder.device_vision`). Each row's vision
+  pad tokens are checked against its grids first: the jitted scatter of features cannot check them."""
+  if model.config.is_multimodal:
+    models.vlm.check_row_feature_counts(model.config, batch["input_ids"], batch.get("image_grid_thw"),
+                                        batch.get("video_grid_thw"), batch.get("image_counts"),
+                                        batch.get("video_counts"))
+  builder = SequenceBuilder(model)
+  batch = builder.shared_vision(batch)
+  arrays = builder.device_vision({k: v for k, v in batch.items() if isinstance(v, np.ndarray) and k not in HOST_ONLY},
+                                 mesh, rules)
+  axes = {k: (1 if k == "positions" and np.ndim(v) == 3 else 0 if k in PER_ROW else None) for k, v in arrays.items()}
+  return sharding.shard_batch(arrays, mesh, rules, batch_axis=axes)
+
+
+def learner_logprobs(model, params, batch: dict[str, Any], *, mesh, rules, temperature: float, pieces: int = 1,
+                     logits_chunk: int = 0) -> np.ndarray:
+  """[rows, completion_len] log-probs of `batch`'s completions under `params`, computed `rows / pieces`
+  rows at a time (so the pass needs no more memory than an update of that many rows). On several
+  hosts: this process's rows."""
+  n = rows.num_rows(batch)
+  if n % pieces:
+    raise ValueError(f"{n} rows do not split into {pieces} log-prob passes (config.rl.mini_batches x "
+                     "config.optim.micro_batches)")
+  return np.concatenate([
+      sharding.process_rows(learner.completion_logprobs(model, params, place_learner_batch(
+          model, rows.take_rows(batch, np.arange(i * n // pieces, (i + 1) * n // pieces)), mesh, rules),
+                                                        temperature, logits_chunk), mesh, rules)
+      for i in range(pieces)])
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def from_policy(name: str, model, params, tokenizer, *, mesh, rules, dtype: str = "", role: str = "reference",
+                vision: processing.VisionProcessorConfig | None = None, **options) -> FrozenModel:
+  """A frozen copy of the policy's current params (the GRPO reference: the stage's initial policy).
+
+  The params are copied (the policy's updates donate their buffers) in place on the mesh, keeping
+  their shardings; `dtype` ("bfloat16" / "float32") casts them and sets the model's compute dtype.
+  """
+  model, cast = _with_dtype(model, dtype)
+  copy = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cast) if cast is not None else x.copy(), p),
+                 out_shardings=jax.tree.map(lambda x: x.sharding, params))(params)
+  return FrozenModel(name, role, model, copy, tokenizer, vision, mesh, rules, **options)
+
+
+def _with_dtype(model, dtype: str):
+  """(model computing in `dtype`, the params' cast dtype) for a frozen model's `dtype` key; "" keeps both."""
+  if not dtype:
+    return model, None
+  if dtype not in ("bfloat16", "float32"):
+    raise ValueError(f"frozen model dtype={dtype!r} must be '', 'bfloat16' or 'float32'")
+  return models.build_model(model.config.replace(dtype=dtype, param_dtype=dtype)), jnp.dtype(dtype)
+
+
+def load(name: str, entry, *, mesh, rules, policy: tuple[Any, Any, Any] | None = None) -> FrozenModel:
+  """Loads the frozen model of `config.frozen.<name>` (`entry`) onto `mesh`.
+
+  Args:
+    policy: (model, params, tokenizer) of the stage's initial policy, for `init_from="policy"`.
+
+  Raises:
+    MissingFrozenModelError naming `config.frozen.<name>.init_from` when it is empty or no folder.
+  """
+  full = frozen_model_config()
+  full.update(dict(entry))
+  init_from, dtype = full.init_from, full.dtype
+  role = full.role or ("reference" if name == "reference" else "")
+  options = dict(max_new_tokens=full.max_new_tokens, max_batch=full.max_batch)
+  if init_from == POLICY:
+    if policy is None:
+      raise ValueError(f"config.frozen.{name}.init_from='policy' needs the stage's policy")
+    model, params, tokenizer = policy
+    return from_policy(name, model, params, tokenizer, mesh=mesh, rules=rules, dtype=dtype, role=role, **options)
+  if not init_from:
+    raise MissingFrozenModelError(f"config.frozen.{name}.init_from is empty: set it to a local HF folder "
+                                  "(config.json + safetensors + tokenizer), e.g. an earlier stage's `hf` export")
+  if not os.path.isdir(init_from) or checkpoint.is_checkpoint_dir(init_from):
+    raise MissingFrozenModelError(f"config.frozen.{name}.init_from={init_from!r} is not a local HF folder "
+                                  "(config.json + safetensors); r1jax never downloads models")
+  _log.info("loading frozen model %s (%s) from %s%s", name, role, init_from, f" in {dtype}" if dtype else "")
+  param_dtype = jnp.dtype(dtype or "float32")
+  model, params = models.load_pretrained(init_from, dtype=param_dtype, mesh=mesh, rules=rules)
+  tokenizer_path = full.tokenizer or init_from
+  tokenizer = load_tokenizer(tokenizer_path)
+  vision = processing.VisionProcessorConfig.find(tokenizer_path, init_from) if model.config.is_multimodal else None
+  return FrozenModel(name, role, model, params, tokenizer, vision, mesh, rules, **options)
+
+
+def load_all(config, *, mesh, rules, policy: tuple[Any, Any, Any] | None = None) -> dict[str, FrozenModel]:
+  """{name: FrozenModel} for every `config.frozen` entry, each loaded once (a stage calls this once)."""
+  return {name: load(name, entry, mesh=mesh, rules=rules, policy=policy)
+          for name, entry in sorted(config.get("frozen", {}).items())}
+
+
+def require(models_by_name: Mapping[str, FrozenModel], names: Sequence[str], who: str) -> dict[str, FrozenModel]:
+  """{name: model} for `names`; raises MissingFrozenModelError naming `who` and the config key of
+  the first one missing."""
+  missing = [n for n in names if n not in models_by_name]
+  if missing:
+    raise MissingFrozenModelError(
+        f"{who} needs the frozen model {missing[0]!r}: set config.frozen.{missing[0]}.init_from to a local HF "
+        f"folder (configured: {sorted(models_by_name) or 'none'})")
+  return {n: models_by_name[n] for n in names}
+
+
+def check_required(config, names: Sequence[str], who: str) -> None:
+  """Start-up check before anything loads: every name in `names` has a `config.frozen` entry with
+  an `init_from`; raises MissingFrozenModelError naming the config key otherwise."""
+  entries = config.get("frozen", {})
+  for name in names:
+    if name not in entries or not entries[name].get("init_from"):
+      raise MissingFrozenModelError(f"{who} needs the frozen model {name!r}: set config.frozen.{name}.init_from to "
+                                    f"a local HF folder (configured: {sorted(entries) or 'none'})")
