@@ -1,6 +1,7 @@
 """A synthetic tabletop pointing task in Embodied-Points-200K's row layout (embodied_r1.py).
 
-A scene is a `grid_size` x `grid_size` table seen from above, `image_size` pixels square, with one
+A scene is a `grid_size` x `grid_size` table of tiles (one shade per cell) seen from above, `image_size`
+pixels square, with one
 object of each of `num_colors` colours (a circle, square or triangle) in distinct cells, each
 shifted by up to `jitter` pixels from its cell's centre. Each record asks one thing about it:
 
@@ -42,7 +43,11 @@ import PIL.ImageDraw
 COLORS = {"red": (220, 40, 40), "green": (30, 170, 60), "blue": (40, 80, 230), "yellow": (240, 210, 30),
           "cyan": (40, 210, 220), "purple": (150, 60, 200)}
 SHAPES = ("circle", "square", "triangle")
-TABLE = (150, 120, 90)
+# The table's tiles, one shade per cell in reading order (cells past nine reuse them): a vision token
+# then shows both an object and where it stands, so pointing needs no decoding of positions from M-RoPE
+# phases, which a 2-layer model trained from scratch does not learn within the CPU budget.
+TILES = ((100, 90, 80), (140, 130, 120), (180, 170, 160), (90, 100, 120), (130, 140, 160), (170, 180, 200),
+         (110, 120, 90), (150, 160, 130), (190, 200, 170))
 TASK_TYPES = ("point_rec", "fsd_free_point", "fsd_visual_trace", "spatial_qa")
 RELATIONS = {"left of": (0, -1), "right of": (0, 1), "above": (-1, 0), "below": (1, 0)}
 TRACE_POINTS = 8
@@ -170,10 +175,18 @@ def sample_scene(rng: np.random.Generator, task: TabletopTask) -> Scene:
   return Scene(tuple(objects))
 
 
+def tile_color(cell: tuple[int, int], grid_size: int) -> tuple[int, int, int]:
+  return TILES[(cell[0] * grid_size + cell[1]) % len(TILES)]
+
+
 def render(scene: Scene, task: TabletopTask) -> np.ndarray:
-  """uint8 [image_size, image_size, 3]: the table and its objects, exact palette colours."""
-  image = PIL.Image.new("RGB", (task.image_size, task.image_size), TABLE)
+  """uint8 [image_size, image_size, 3]: the tiled table and its objects, exact palette colours."""
+  image = PIL.Image.new("RGB", (task.image_size, task.image_size))
   draw = PIL.ImageDraw.Draw(image)
+  for row in range(task.grid_size):
+    for col in range(task.grid_size):
+      x1, y1, x2, y2 = _cell_box((row, col), task)
+      draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=tile_color((row, col), task.grid_size))
   for obj in scene.objects:
     draw.polygon(obj.polygon(task.radius), fill=COLORS[obj.color])
   return np.asarray(image)

@@ -6,7 +6,7 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
     python experiments/run.py --config=experiments/configs/embodied_r1.py --workdir=/tmp/embodied_r1
 
 * data: the synthetic tabletop task (data_pipelines/tasks/embodied_r1_synthetic.py) in Embodied-Points-200K's
-  row layout, read by the same reader as `:real`: 84x84 scenes of a 3x3 table with four objects (red, green,
+  row layout, read by the same reader as `:real`: 84x84 scenes of a 3x3 table of tiles with four objects (red, green,
   blue, yellow; circle, square or triangle), one per cell, up to 3 pixels off the cell's centre. Task types
   and their ground truth: `point_rec` ("Point at the red object."; the object's polygon), `fsd_free_point`
   ("Point at free space left of the red object."; the empty neighbour cell as bbox + 8 free points),
@@ -24,8 +24,8 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   weight decay 1e-2 (the paper's lr 1e-6 moves a model trained from scratch by nothing);
 * evaluation (greedy) after each stage on 100 held-out scenes per task type, the paper's metrics:
   `in_region` (point-in-region accuracy: the point inside the object's polygon / the free-space box; the
-  headline), `near_px` (mean nearest-point distance to the free points), `rmse_px` / `frechet_px` (trace RMSE
-  and discrete Fréchet distance, pixels), `acc` (QA accuracy; for pointing, the reward's accuracy terms),
+  headline), `nearest` (mean nearest-point distance to the free points, pixels), `rmse` / `frechet` (trace
+  RMSE and discrete Fréchet distance, pixels), `acc` (QA accuracy; for pointing, the reward's accuracy terms),
   format rate and mean reward; printed as a table and saved in <workdir>/summary.json.
 
 Measured: see BENCHMARKS.md (3 seeds); the expected result is a point-in-region accuracy after stage 2 at
@@ -49,8 +49,8 @@ from experiments.configs import recipe_args
 from experiments.configs.star_r1 import tiny_qwen2_5_vl
 from r1jax.train import default_config
 
-SUMMARY = (("format", "format"), ("acc", "accuracy"), ("in_region", "in_region"), ("near_px", "nearest_px"),
-           ("rmse_px", "rmse_px"), ("frechet_px", "frechet_px"), ("reward", "reward"))
+SUMMARY = (("format", "format"), ("acc", "accuracy"), ("in_region", "in_region"), ("nearest", "nearest_px"),
+           ("rmse", "rmse_px"), ("frechet", "frechet_px"), ("reward", "reward"))
 # Held-out split name -> the synthetic task type it evaluates.
 HELD_OUT = (("qa", "spatial_qa"), ("point", "point_rec"), ("free", "fsd_free_point"), ("trace", "fsd_visual_trace"))
 POINTING = ("point_rec", "fsd_free_point", "fsd_visual_trace")

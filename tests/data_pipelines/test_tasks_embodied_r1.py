@@ -153,7 +153,8 @@ def test_synthetic_ground_truth_matches_the_rendered_scene(task_type):
       assert tuple(pixels[int(y), int(x)]) == synthetic.COLORS[colors[0]]
     elif kind == "free_point":  # the box is an empty cell of the table, next to the named object
       x1, y1, x2, y2 = (int(v) for v in payload[0])
-      assert (pixels[y1:y2, x1:x2] == synthetic.TABLE).all()
+      tile = synthetic.tile_color((y1 // 28, x1 // 28), task.grid_size)
+      assert (pixels[y1:y2, x1:x2] == tile).all()
       assert all(geometry.point_in_box(p, payload[0]) for p in payload[1]) and len(payload[1]) == 8
     elif kind == "visual_trace":  # 8 points from the first named object to the second
       assert len(payload) == 8
