@@ -40,6 +40,8 @@ setuptools.setup(
     extras_require={
         # torch is the parity reference only; pinned so pip takes the CPU wheel.
         # ipywidgets: tqdm.auto in the notebook renders a widget instead of warning "IProgress not found".
-        "test": ["pytest", "pytest-timeout", "hypothesis", "torch==2.13.0", "nbclient", "nbformat", "ipykernel", "ipywidgets"],
+        # pyffish: Fairy-Stockfish's rules, the independent check of the Xiangqi move generator.
+        "test": ["pytest", "pytest-timeout", "hypothesis", "torch==2.13.0", "nbclient", "nbformat", "ipykernel",
+                 "ipywidgets", "pyffish"],
     },
 )
