@@ -5,6 +5,12 @@ cells of a `grid_size` x `grid_size` grid on a dark background; one of them sits
 ring. The question is always "What colour is the shape inside the ring?": the answer is the colour
 of one region only, and every other shape is a distractor of another colour.
 
+Background: dark grey whose red grows from left to right and blue from top to bottom (by 60 of
+255 over the image), so a region's own pixels say where it is. A pretrained VLM knows where each
+of its vision tokens lies; a tiny decoder over a random, frozen vision tower cannot read a token's
+position out of its features (rotary positions steer attention, they do not enter the values),
+and without the gradient it learns the answer but never the box.
+
 Sizes: `image_size` pixels square (a multiple of 28, so Qwen2.5-VL's `smart_resize` keeps it as it
 is), cells of image_size / grid_size pixels: at the default 84 px a cell is one merged vision token
 (patch 14 x merge 2), so finding the ring is finding one token among nine. A shape's centre is
@@ -45,7 +51,8 @@ from data_pipelines.tasks import satori_r1, tvr
 SPLITS = ("train", "test")
 SHAPES = ("circle", "square", "triangle")
 COLORS = {name: tvr.COLORS[name] for name in ("red", "green", "blue", "yellow", "purple", "orange")}
-BACKGROUND = (50, 50, 50)
+BACKGROUND = (40, 40, 40)
+GRADIENT = 60  # red grows left to right and blue top to bottom by this much over the image
 RING = (255, 255, 255)
 QUESTION = "What colour is the shape inside the ring?"
 _SPLIT_TAGS = {"train": 0x5341_5400, "test": 0x5341_5401}
@@ -161,11 +168,13 @@ def _shape_mask(shape: Shape, xs: np.ndarray, ys: np.ndarray, radius: int) -> np
 
 
 def render(item: Item, task: SatoriTask) -> np.ndarray:
-  """uint8 [image_size, image_size, 3]: background, the ring (2 px wide), the shapes."""
+  """uint8 [image_size, image_size, 3]: the gradient background, the ring (2 px wide), the shapes."""
   centers = np.arange(task.image_size) + 0.5
   xs, ys = np.meshgrid(centers, centers)
   image = np.empty((task.image_size, task.image_size, 3), np.uint8)
   image[:] = BACKGROUND
+  image[..., 0] += np.round(GRADIENT * xs / task.image_size).astype(np.uint8)
+  image[..., 2] += np.round(GRADIENT * ys / task.image_size).astype(np.uint8)
   cx, cy = item.shapes[item.ringed].center
   distance = np.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
   image[(distance <= task.ring_radius) & (distance > task.ring_radius - 2)] = RING
