@@ -53,9 +53,6 @@ from r1jax import checkpoint, models, processing, sharding
 from r1jax.errors import RunStoppedError
 from r1jax.sampling import Prompt, Sampler, SamplingControls
 from r1jax.tokenization import load_tokenizer
-from r1jax.train import learner, rows
-from r1jax.train.config import frozen_model_config
-from r1jax.train.sequences import SequenceBuilder
 
 _log = logging.getLogger(__name__)
 
@@ -232,6 +229,7 @@ def place_learner_batch(model, batch: dict[str, Any], mesh, rules) -> dict[str, 
   """A learner batch on the mesh: per-row arrays split over the batch mesh axes; vision inputs,
   every process's, replicated (as VisionGrids, `SequenceBuilder.device_vision`). Each row's vision
   pad tokens are checked against its grids first: the jitted scatter of features cannot check them."""
+  from r1jax.train.sequences import SequenceBuilder  # pylint: disable=g-import-not-at-top  (the trainer imports us)
   if model.config.is_multimodal:
     models.vlm.check_row_feature_counts(model.config, batch["input_ids"], batch.get("image_grid_thw"),
                                         batch.get("video_grid_thw"), batch.get("image_counts"),
@@ -249,6 +247,7 @@ def learner_logprobs(model, params, batch: dict[str, Any], *, mesh, rules, tempe
   """[rows, completion_len] log-probs of `batch`'s completions under `params`, computed `rows / pieces`
   rows at a time (so the pass needs no more memory than an update of that many rows). On several
   hosts: this process's rows."""
+  from r1jax.train import learner, rows  # pylint: disable=g-import-not-at-top  (the trainer imports us)
   n = rows.num_rows(batch)
   if n % pieces:
     raise ValueError(f"{n} rows do not split into {pieces} log-prob passes (config.rl.mini_batches x "
@@ -294,6 +293,7 @@ def load(name: str, entry, *, mesh, rules, policy: tuple[Any, Any, Any] | None =
   Raises:
     MissingFrozenModelError naming `config.frozen.<name>.init_from` when it is empty or no folder.
   """
+  from r1jax.train.config import frozen_model_config  # pylint: disable=g-import-not-at-top  (the trainer imports us)
   full = frozen_model_config()
   full.update(dict(entry))
   init_from, dtype = full.init_from, full.dtype

@@ -93,13 +93,17 @@ class FrozenModelJudge:
     low, high: the score is clipped to [low, high]; a non-finite score is "invalid".
     timeout_s: the limit of one batched call.
     max_new_tokens: the answer budget (None: the frozen model's `max_new_tokens`).
+    sample_item: for a reward's judge (`judge_rollout`): (completion, ground truth, reward
+      context) -> the template's fields for that sample, or None when it needs no judgement.
   """
 
   def __init__(self, model: FrozenModel, template: PromptTemplate, *, parse: Callable[[str], float] = parse_score,
                low: float = 0.0, high: float = 1.0, timeout_s: float = judges.DEFAULT_TIMEOUT_S,
-               max_new_tokens: int | None = None):
+               max_new_tokens: int | None = None,
+               sample_item: Callable[[str, Any, Mapping[str, Any]], Mapping[str, Any] | None] | None = None):
     self.model, self.template, self.parse = model, template, parse
     self.low, self.high, self.timeout_s, self.max_new_tokens = float(low), float(high), float(timeout_s), max_new_tokens
+    self.sample_item = sample_item
     self.counts: collections.Counter[str] = collections.Counter()
 
   def judge_batch(self, items: Sequence[Mapping[str, Any]]) -> list[judges.JudgeCall]:
@@ -135,6 +139,39 @@ class FrozenModelJudge:
       return judges.JudgeCall(judges.JUDGE_OK, judges.clipped_score(self.parse(answer), self.low, self.high))
     except Exception as e:  # noqa: BLE001  (any unusable answer is reported, not raised)
       return judges.JudgeCall(judges.JUDGE_INVALID, error=f"{type(e).__name__}: {e}"[:500])
+
+
+def judge_rollout(judge_context: Mapping[str, Any] | None, completions: Sequence[str], ground_truths: Sequence[Any],
+                  contexts: list[dict[str, Any]]) -> dict[str, float]:
+  """Runs each reward judge of `judge_context` that is a `FrozenModelJudge` with a `sample_item` once
+  over a rollout's reward samples, before they are scored, and puts each sample's `JudgeCall` in its
+  context under the judge's key (in place; "missing" for a sample that needs no judgement). The
+  reward reads it through `judges.call_judge` as if it had called the judge itself, so rewards stay
+  per-sample functions while the model runs once per step, on device.
+
+  Returns:
+    `status_metrics` of every such judge (`judge/<key>/<status>`).
+  """
+  metrics = {}
+  for key, judge in (judge_context or {}).items():
+    if not isinstance(judge, FrozenModelJudge) or judge.sample_item is None:
+      continue
+    items, asked = [], []
+    for index, (completion, truth, context) in enumerate(zip(completions, ground_truths, contexts)):
+      try:
+        item = judge.sample_item(completion, truth, context)
+      except Exception as e:  # noqa: BLE001  (a sample the judge cannot be asked about fails alone, counted)
+        context[key] = judges.JudgeCall(judges.JUDGE_ERROR, error=f"sample_item: {type(e).__name__}: {e}"[:500])
+        continue
+      if item is None:
+        context[key] = judges.JudgeCall(judges.MISSING)
+      else:
+        items.append(item)
+        asked.append(index)
+    for index, call in zip(asked, judge.judge_batch(items)):
+      contexts[index][key] = call
+    metrics.update(status_metrics([context[key] for context in contexts], key))
+  return metrics
 
 
 def status_metrics(calls: Sequence[judges.JudgeCall], name: str) -> dict[str, float]:

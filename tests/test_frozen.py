@@ -167,6 +167,38 @@ def test_judge_timeout_and_model_error_fail_every_item_of_the_call():
   assert calls[0].status == "error" and "device lost" in calls[0].error
 
 
+def test_a_reward_judge_on_a_frozen_model_runs_once_per_rollout_round_and_is_counted(vl):
+  """The rollout asks a reward's FrozenModelJudge once for all samples (before scoring); the reward
+  reads each sample's JudgeCall through `call_judge` as if it had called the judge itself."""
+  from r1jax.rewards import base, startup  # pylint: disable=g-import-not-at-top
+  from r1jax.rewards.base import RewardResult  # pylint: disable=g-import-not-at-top
+  from r1jax.train.rollout import collect_rollout  # pylint: disable=g-import-not-at-top
+  from tests.train.test_learner import _scored_rollout  # pylint: disable=g-import-not-at-top
+
+  images = iter([r.images[0] for r in _requests(3)])  # the shapes the fixture's sampler compiled
+  startup.register_frozen_judge("test_quality", lambda model, reward_config: FrozenModelJudge(
+      model, PromptTemplate("Answer: {answer}\nScore:", image_fields=("image",)), low=1, high=10, timeout_s=600,
+      sample_item=lambda completion, truth, context: None if completion == "0" else
+      {"answer": completion, "image": next(images)}))
+
+  @base.register("test_frozen_judged", judges=("test_quality",))
+  def reward(completion, ground_truth, **context):
+    call = judges.score_judge(context.get("test_quality"), completion, low=1, high=10)
+    return RewardResult(call.value if call.ok else 0.0, {"judge_failed": float(call.failed)})
+
+  forced = _forced(vl, "7")
+  generated = []
+  forced.generate = lambda requests, **kwargs: generated.append(len(requests)) or type(vl).generate(
+      forced, requests, **kwargs)
+  context = startup.judge_context("test_frozen_judged", ml_collections.ConfigDict(), provided={"test_quality": forced})
+  assert isinstance(context["test_quality"], FrozenModelJudge)
+  rollout = collect_rollout(groups_wanted=1, judge_context=context, **_scored_rollout([1, 0, 2, 3], reward))
+  assert generated == [3]  # one batched call for the three samples that need a judgement
+  np.testing.assert_array_equal(rollout.rewards, [[7, 0, 7, 7]])  # "0" is not judged: "missing", reward 0
+  assert rollout.metrics["judge/test_quality/ok"] == 3 and rollout.metrics["judge/test_quality/missing"] == 1
+  assert rollout.metrics["judge/test_quality/invalid"] == 0
+
+
 @pytest.mark.parametrize("text, score", [("Score: 7", 7.0), ("**Score:** 8.5", 8.5), ("score = 0.25", 0.25),
                                          (" 9. ", 9.0), ("Score: 3 ... final score: 6", 6.0)])
 def test_parse_score_reads_the_last_score(text, score):

@@ -66,7 +66,8 @@ def call_judge(judge: Callable[..., Any] | None, *args: Any, timeout_s: float = 
   """Calls `judge(*args, **kwargs)` for at most `timeout_s` seconds; never raises.
 
   Args:
-    judge: the injected callable, or None (giving status "missing").
+    judge: the injected callable, None (giving status "missing"), or the `JudgeCall` a batched
+      judge already made for this sample (returned as is, its value validated).
     *args, **kwargs: passed to the judge.
     timeout_s: time limit. A judge still running at the limit is abandoned (see
       `r1jax.rewards.scorer.call_with_timeout`): the reward goes on without it.
@@ -77,11 +78,18 @@ def call_judge(judge: Callable[..., Any] | None, *args: Any, timeout_s: float = 
   """
   if judge is None:
     return JudgeCall(MISSING)
+  if isinstance(judge, JudgeCall):  # already asked for the whole step in one batch (`frozen_judge.judge_rollout`)
+    return _validated(judge.value, validate) if judge.ok else judge
   code, value = call_with_timeout(judge, timeout_s, *args, **kwargs)
   if code == ERROR:
     return JudgeCall(JUDGE_ERROR, error=f"{type(value).__name__}: {value}"[:500])
   if code != OK:
     return JudgeCall(JUDGE_TIMEOUT, error=f"no answer within {timeout_s:g} s")
+  return _validated(value, validate)
+
+
+def _validated(value: Any, validate: Callable[[Any], Any] | None) -> JudgeCall:
+  """An answer as an "ok" JudgeCall of `validate(value)`, or "invalid" when that raises."""
   if validate is not None:
     try:
       value = validate(value)

@@ -4,7 +4,8 @@ A reward registers the context keys of the judges it cannot score without
 (`register(name, judges=(...))`). `judge_context` builds each of them from `config.reward` before
 the first step, so a missing model stops the run at once with how to get it, instead of every
 sample scoring without it. The loop passes the stage's frozen models (`config.frozen`,
-`r1jax.frozen`) as `provided`: a judge key that names one gets that model. A judge r1jax cannot
+`r1jax.frozen`) as `provided`: a judge key that names one gets that model, or the judge a recipe
+builds from it (`register_frozen_judge`). A judge r1jax cannot
 build from config (an LLM judge behind a client the user writes) is passed in the same way.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from r1jax.errors import RunStoppedError
+from r1jax import frozen
 from r1jax.rewards import base, judges, xiangqi_engine
 
 
@@ -25,6 +27,17 @@ _BUILDERS: dict[str, Callable[[Any], Any]] = {
     # Fairy-Stockfish when installed, else the built-in searcher; never missing, it logs which.
     "xiangqi_judge": lambda reward_config: xiangqi_engine.default_judge(),
 }
+# Context key -> (frozen model, config.reward) -> judge: how a recipe turns the frozen model of that
+# name (`config.frozen.<key>`) into its judge, e.g. a `frozen_judge.FrozenModelJudge` with its template.
+_FROZEN_BUILDERS: dict[str, Callable[[frozen.FrozenModel, Any], Any]] = {}
+
+
+def register_frozen_judge(key: str, factory: Callable[[frozen.FrozenModel, Any], Any]) -> None:
+  """Makes `factory(frozen model, config.reward)` the judge under context key `key` whenever the
+  run's frozen model `key` is provided (`judge_context`)."""
+  if key in _FROZEN_BUILDERS and _FROZEN_BUILDERS[key] is not factory:
+    raise ValueError(f"a frozen-model judge builder for {key!r} is registered twice")
+  _FROZEN_BUILDERS[key] = factory
 
 
 def judge_context(reward_name: str, reward_config, provided: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -34,7 +47,8 @@ def judge_context(reward_name: str, reward_config, provided: Mapping[str, Any] |
   out = {}
   for key in base.required_judges(reward_name):
     if key in provided:
-      out[key] = provided[key]
+      judge, builder = provided[key], _FROZEN_BUILDERS.get(key)
+      out[key] = builder(judge, reward_config) if builder is not None and isinstance(judge, frozen.FrozenModel) else judge
       continue
     builder = _BUILDERS.get(key)
     if builder is None:

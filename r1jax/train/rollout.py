@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from r1jax import rl
+from r1jax import frozen_judge, rl
 from r1jax.envs.base import RewardSample
 from r1jax.errors import RunStoppedError
 from r1jax.rewards import scorer
@@ -52,7 +52,8 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
     prompt_batches: the data iterator (each next() is B prompts).
     reward_fn: the registered reward; run through `scorer.score_batch` with a per-sample timeout.
     decode: completion token rows -> strings.
-    judge_context: judges added to every sample's reward context (`rewards.judge_context`).
+    judge_context: judges added to every sample's reward context (`rewards.judge_context`); a
+      `FrozenModelJudge` is asked once for all of a round's samples first (`frozen_judge.judge_rollout`).
 
   Groups: the samples of one prompt (`prompt_id`) with the same `RewardSample.group`
   (single-turn: the G samples of a prompt). Advantages are computed per group, by group
@@ -95,6 +96,8 @@ def collect_rollout(*, sample: Callable[[dict, jax.Array], Any], prompt_batches:
     texts = _sample_texts(batch, specs, decode)
     contexts = [dict(batch["reward_context"][spec.row], **spec.context, **(judge_context or {})) for spec in specs]
     truths = [batch["ground_truth"][spec.row] for spec in specs]
+    for key, count in frozen_judge.judge_rollout(judge_context, texts, truths, contexts).items():
+      metrics[key] = metrics.get(key, 0.0) + count
     scores = scorer.score_batch(reward_fn, texts, truths, contexts, timeout_s=reward_config.timeout_s,
                                 num_workers=reward_config.num_workers)
     t_reward += time.perf_counter() - start
