@@ -112,20 +112,28 @@ class FrozenModel:
     mesh, rules: the policy's mesh and logical-axis rules.
     max_new_tokens: default generation budget.
     max_batch: the most prompts per device call; 0 = all at once.
+    source: (init_from, dtype) it was loaded from: frozen models of one source share their params.
   """
 
   def __init__(self, name: str, role: str, model, params, tokenizer=None,
                vision: processing.VisionProcessorConfig | None = None, mesh=None, rules=None,
-               max_new_tokens: int = 256, max_batch: int = 0):
+               max_new_tokens: int = 256, max_batch: int = 0, source: tuple[str, str] = ("", "")):
     if role not in ROLES:
       raise ValueError(f"config.frozen.{name}.role={role!r} must be one of {ROLES}")
     self.name, self.role, self.model, self.params, self.tokenizer = name, role, model, params, tokenizer
     self.vision = vision if vision is not None or not model.config.is_multimodal else \
         processing.VisionProcessorConfig()
-    self.mesh, self.rules = mesh, rules
+    self.mesh, self.rules, self.source = mesh, rules, tuple(source)
     self.max_new_tokens, self.max_batch = int(max_new_tokens), int(max_batch)
     self.sampler = Sampler(model, mesh=mesh, rules=rules)
     self._stop_ids = _stop_ids(model, tokenizer)
+
+  def renamed(self, name: str, role: str, max_new_tokens: int | None = None, max_batch: int | None = None
+              ) -> "FrozenModel":
+    """The same model and params (not copied) under another name and role."""
+    return FrozenModel(name, role, self.model, self.params, self.tokenizer, self.vision, self.mesh, self.rules,
+                       self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                       self.max_batch if max_batch is None else max_batch, self.source)
 
   @property
   def param_bytes(self) -> int:
@@ -272,7 +280,7 @@ def from_policy(name: str, model, params, tokenizer, *, mesh, rules, dtype: str 
   model, cast = _with_dtype(model, dtype)
   copy = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(cast) if cast is not None else x.copy(), p),
                  out_shardings=jax.tree.map(lambda x: x.sharding, params))(params)
-  return FrozenModel(name, role, model, copy, tokenizer, vision, mesh, rules, **options)
+  return FrozenModel(name, role, model, copy, tokenizer, vision, mesh, rules, source=(POLICY, dtype), **options)
 
 
 def _with_dtype(model, dtype: str):
@@ -316,13 +324,22 @@ def load(name: str, entry, *, mesh, rules, policy: tuple[Any, Any, Any] | None =
   tokenizer_path = full.tokenizer or init_from
   tokenizer = load_tokenizer(tokenizer_path)
   vision = processing.VisionProcessorConfig.find(tokenizer_path, init_from) if model.config.is_multimodal else None
-  return FrozenModel(name, role, model, params, tokenizer, vision, mesh, rules, **options)
+  return FrozenModel(name, role, model, params, tokenizer, vision, mesh, rules, source=(init_from, dtype), **options)
 
 
 def load_all(config, *, mesh, rules, policy: tuple[Any, Any, Any] | None = None) -> dict[str, FrozenModel]:
-  """{name: FrozenModel} for every `config.frozen` entry, each loaded once (a stage calls this once)."""
-  return {name: load(name, entry, mesh=mesh, rules=rules, policy=policy)
-          for name, entry in sorted(config.get("frozen", {}).items())}
+  """{name: FrozenModel} for every `config.frozen` entry, each loaded once (a stage calls this once);
+  entries with the same `init_from` and `dtype` share one copy of the params."""
+  from r1jax.train.config import frozen_model_config  # pylint: disable=g-import-not-at-top  (the trainer imports us)
+  out: dict[str, FrozenModel] = {}
+  for name, entry in sorted(config.get("frozen", {}).items()):
+    full = frozen_model_config()
+    full.update(dict(entry))
+    same = next((m for m in out.values() if m.source == (full.init_from, full.dtype)), None)
+    role = full.role or ("reference" if name == "reference" else "")
+    out[name] = same.renamed(name, role, full.max_new_tokens, full.max_batch) if same is not None else \
+        load(name, entry, mesh=mesh, rules=rules, policy=policy)
+  return out
 
 
 def require(models_by_name: Mapping[str, FrozenModel], names: Sequence[str], who: str) -> dict[str, FrozenModel]:

@@ -259,6 +259,22 @@ def test_reference_logprobs_through_the_frozen_model_equal_the_previous_path(tex
     np.testing.assert_allclose(bf16.completion_logprobs(batch, **updater.logprob_options()), previous, atol=0.1)
 
 
+def test_frozen_models_of_one_source_share_one_copy_of_the_params(text_policy, mesh_rules):
+  """Omni-R1's detail system is the frozen initial policy: it and the KL reference are one copy."""
+  model, params, _ = text_policy
+  config = default_config()
+  config.rl.beta = 0.04
+  config.frozen.detail = dict(init_from="policy", role="detail", max_new_tokens=8)
+  config.frozen.judge = dict(init_from="policy", role="judge")
+  config.frozen.small = dict(init_from="policy", role="judge", dtype="bfloat16")
+  loaded, reference = loop.load_frozen_models(config, model, params, None, *mesh_rules)
+  detail, judge, small = loaded["detail"], loaded["judge"], loaded["small"]
+  assert (detail.role, detail.max_new_tokens, judge.role, judge.max_new_tokens) == ("detail", 8, "judge", 256)
+  assert judge.params is detail.params and reference.params is detail.params and reference.role == "reference"
+  assert small.params is not detail.params  # another dtype, another copy
+  assert jax.tree.leaves(detail.params)[0] is not jax.tree.leaves(params)[0]  # a copy of the policy's
+
+
 def test_no_reference_without_kl_and_none_for_sft(text_policy, mesh_rules):
   model, params, _ = text_policy
   config = default_config()

@@ -132,15 +132,20 @@ def check_frozen_models(config) -> None:
 def load_frozen_models(config, model, params, tokenizer, mesh, rules) -> tuple[dict[str, frozen_lib.FrozenModel],
                                                                                frozen_lib.FrozenModel | None]:
   """A GRPO stage's frozen models ({name: FrozenModel}, `config.frozen`), loaded once, and its KL
-  reference (None when rl.beta == 0): `config.frozen.reference`, or a copy of the stage's initial
-  policy, taken before a resume replaces the state (the updates donate the state's buffers)."""
+  reference (None when rl.beta == 0): `config.frozen.reference`, else a copy of the stage's initial
+  policy, taken before a resume replaces the state (the updates donate the state's buffers). A
+  frozen model that is that copy too (`init_from="policy"`, no `dtype`, e.g. Omni-R1's detail
+  system) shares its params with the reference."""
   if config.stage != "grpo":
     return {}, None
   policy = (model, params, tokenizer)
   models_by_name = frozen_lib.load_all(config, mesh=mesh, rules=rules, policy=policy)
   reference = None
   if config.rl.beta > 0:
-    reference = models_by_name.get("reference") or frozen_lib.from_policy("reference", *policy, mesh=mesh, rules=rules)
+    same = [m for m in models_by_name.values() if m.source == (frozen_lib.POLICY, "")]
+    reference = models_by_name.get("reference") or (
+        same[0].renamed("reference", "reference") if same else
+        frozen_lib.from_policy("reference", *policy, mesh=mesh, rules=rules))
   return models_by_name, reference
 
 
