@@ -144,19 +144,24 @@ def _piece_squares(kind: int, side: int) -> list[int]:
   return squares
 
 
-_SPARSE_KINDS = (xb.CHARIOT, xb.HORSE, xb.CANNON, xb.PAWN, xb.ADVISOR, xb.ELEPHANT)
+SPARSE_KINDS = "RNCPAB"  # the pieces a sparse position may hold besides the kings (FEN letters)
 
 
 def sparse_position(rng: np.random.Generator, min_pieces: int, max_pieces: int,
-                    attempts: int = 100) -> str | None:
+                    kinds: str = SPARSE_KINDS, attempts: int = 100) -> str | None:
   """A legal position with both kings and `min_pieces` .. `max_pieces` other pieces per side
-  (random kinds on squares they may stand on), the side not to move not in check and the side
+  (random `kinds` on squares they may stand on), the side not to move not in check and the side
   to move with a legal move; None when `attempts` draws all failed."""
+  kinds_by_letter = {letter: kind for kind, letter in _LETTERS.items()}
+  unknown = sorted(set(kinds) - set(kinds_by_letter) | ({"K"} & set(kinds)))
+  if unknown or not kinds:
+    raise ValueError(f"sparse position kinds {kinds!r}: expected letters of {SPARSE_KINDS!r}, got {unknown}")
+  pool = [kinds_by_letter[letter] for letter in kinds]
   for _ in range(attempts):
     squares = [0] * xb.NUM_SQUARES
     for side in (xb.RED, xb.BLACK):
-      kinds = [xb.KING] + list(rng.choice(_SPARSE_KINDS, size=int(rng.integers(min_pieces, max_pieces + 1))))
-      for kind in kinds:
+      kinds_drawn = [xb.KING] + list(rng.choice(pool, size=int(rng.integers(min_pieces, max_pieces + 1))))
+      for kind in kinds_drawn:
         free = [sq for sq in _piece_squares(int(kind), side) if not squares[sq]]
         squares[free[rng.integers(len(free))]] = int(kind) * side
     board = xb.Board(squares, xb.RED if rng.random() < 0.5 else xb.BLACK)
@@ -192,6 +197,7 @@ class PositionMix:
     selfplay_depths: engine depths, one drawn per self-play game (varied strength).
     selfplay_random_plies, selfplay_max_plies: random opening plies, game length.
     sparse_pieces: (min, max) pieces per side besides the king.
+    sparse_kinds: FEN letters of the pieces sparse positions draw from.
   """
 
   playout: int = 0
@@ -202,6 +208,7 @@ class PositionMix:
   selfplay_random_plies: int = 4
   selfplay_max_plies: int = 40
   sparse_pieces: tuple[int, int] = (1, 3)
+  sparse_kinds: str = SPARSE_KINDS
 
 
 def generate_positions(mix: PositionMix, rng: np.random.Generator,
@@ -230,7 +237,7 @@ def generate_positions(mix: PositionMix, rng: np.random.Generator,
       ("selfplay", mix.selfplay, lambda: self_play(
           rng, judge_at_depth(int(rng.choice(mix.selfplay_depths))), mix.selfplay_random_plies,
           mix.selfplay_max_plies)[int(rng.integers(4))::4]),
-      ("sparse", mix.sparse, lambda: [sparse_position(rng, *mix.sparse_pieces)])):
+      ("sparse", mix.sparse, lambda: [sparse_position(rng, *mix.sparse_pieces, kinds=mix.sparse_kinds)])):
     got, tries = 0, 0
     while got < wanted:
       tries += 1

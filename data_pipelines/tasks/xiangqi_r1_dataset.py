@@ -24,6 +24,7 @@ OPTIONS = dict(mode="grpo", prompt_style="full", pv_plies=3, piece_fraction=0.5,
                # The synthetic positions, written on first use into synthetic_dir.
                synthetic="", synthetic_dir="", synthetic_playout=0, synthetic_selfplay=0,
                synthetic_sparse=0, synthetic_test_size=200, synthetic_sparse_pieces=(1, 3),
+               synthetic_sparse_kinds=xiangqi_r1.SPARSE_KINDS,
                synthetic_engine_depth=8, equal_margin_cp=50.0)
 
 
@@ -81,10 +82,11 @@ def _write_synthetic(cfg: DataConfig, options: dict[str, Any]) -> str:
                      f"(got {options['synthetic_dir']!r})")
   total = sum(counts.values())
   test_counts = {k: round(options["synthetic_test_size"] * v / total) for k, v in counts.items()}
-  pieces = tuple(options["synthetic_sparse_pieces"])
+  sparse = dict(sparse_pieces=tuple(options["synthetic_sparse_pieces"]),
+                sparse_kinds=options["synthetic_sparse_kinds"])
   paths = xiangqi_r1.write_positions(
-      options["synthetic_dir"], train=xiangqi_r1.PositionMix(**counts, sparse_pieces=pieces),
-      test=xiangqi_r1.PositionMix(**test_counts, sparse_pieces=pieces), seed=cfg.seed,
+      options["synthetic_dir"], train=xiangqi_r1.PositionMix(**counts, **sparse),
+      test=xiangqi_r1.PositionMix(**test_counts, **sparse), seed=cfg.seed,
       engine_depth=options["synthetic_engine_depth"], pv_plies=max(options["pv_plies"], 3),
       equal_margin_cp=options["equal_margin_cp"], log=logging.getLogger("data_pipelines").warning)
   return paths[split]
