@@ -152,3 +152,26 @@ def test_move_generator_matches_pyffish_on_1000_random_reachable_positions():
       mismatches += 1
       assert ours == theirs, (fen, sorted(ours - theirs), sorted(theirs - ours))
   assert mismatches == 0 and checks > 20_000  # the positions are not trivial
+
+
+@pytest.mark.parametrize("answer", [
+    "b0b8",            # illegal: the chariot cannot jump the horse
+    "b0b7 or b0b1",    # ambiguous: two moves name none
+    "b0b7 b0b1 e0d0",  # a list of moves
+    "chariot takes",   # no move
+    "b0-b10", "z9z9", "\x00\ufffd", "炮二平五", "",
+])
+def test_bad_answers_score_legality_zero_without_an_exception(answer):
+  calls = []
+
+  class Recording(xe.BuiltinJudge):
+    def evaluate_move(self, fen, move):
+      calls.append(move)
+      return super().evaluate_move(fen, move)
+
+  result = xiangqi.xiangqi_r1(_completion(answer), {"fen": HANGING_FEN, "best_move": "b0b7"},
+                              judge=Recording(depth=1))
+  assert result.components["legality"] == 0.0 and result.components["quality"] == 0.0
+  assert result.components["cp_loss"] == xiangqi.CP_LOSS_CAP and result.components["judge_failed"] == 0.0
+  assert result.total == pytest.approx(0.1)  # the format alone
+  assert calls == []  # nothing illegal reaches the judge
