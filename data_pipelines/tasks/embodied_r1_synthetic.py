@@ -17,10 +17,15 @@ metrics serve the synthetic task and the released data. Coordinates are integer 
 (which the processor keeps as it is when its side is a multiple of 28), as Embodied-R1's points are
 pixels of the model-input image.
 
-SFT targets ('response') give a brief reasoning, the cell named as "top left" ... "bottom right"
-("center" for the middle one), then the answer:
+SFT targets ('response') give a brief reasoning, each object named by its colour then its cell ("top
+left" ... "bottom right", "center" for the middle one; a free-space answer adds the free cell), then the
+answer:
 
-    <think>top left</think><answer><point>[[15, 12]]</point></answer>
+    <think>red top left</think><answer><point>[[15, 12]]</point></answer>
+    <think>blue center; middle left</think><answer><point>[[14, 42]]</point></answer>
+
+Naming the colour right before its cell lets the model find the object by that colour's token alone;
+a mixed-up teacher names the wrong colour.
 
 An imperfect teacher leaves RL headroom: for the colours of `teacher_confusions` ({asked: taken})
 the teacher resolves the instruction to the object of the other colour with probability
@@ -315,17 +320,17 @@ def sft_target(rng: np.random.Generator, scene: Scene, item: Item, task: Tableto
     think = f"{a.color} {task.cell_name(a.cell)}, {b.color} {task.cell_name(b.cell)}"
     return f"<think>{think}</think><answer>{'yes' if _holds(scene, item) else 'no'}</answer>"
   objects = [scene.by_color(_teacher_color(rng, c, task)) for c in item.colors]
+  if item.task_type == "fsd_free_point" and _free_cell(scene, objects[0], item.relation, task.grid_size) is None:
+    objects = [scene.by_color(item.colors[0])]  # the mixed-up object has no free cell on that side
+  located = [f"{o.color} {task.cell_name(o.cell)}" for o in objects]
   if item.task_type == "point_rec":
-    think, points = task.cell_name(objects[0].cell), [_round(objects[0].center)]
+    think, points = located[0], [_round(objects[0].center)]
   elif item.task_type == "fsd_visual_trace":
-    think = f"{task.cell_name(objects[0].cell)} to {task.cell_name(objects[1].cell)}"
-    points = trace(objects[0].center, objects[1].center)
+    think, points = f"{located[0]} to {located[1]}", trace(objects[0].center, objects[1].center)
   else:
-    # A mixed-up object may have no free cell on that side: the teacher then gets it right.
-    cell = _free_cell(scene, objects[0], item.relation, task.grid_size) or \
-        _free_cell(scene, scene.by_color(item.colors[0]), item.relation, task.grid_size)
+    cell = _free_cell(scene, objects[0], item.relation, task.grid_size)
     x1, y1, x2, y2 = _cell_box(cell, task)
-    think, points = task.cell_name(cell), [[(x1 + x2) // 2, (y1 + y2) // 2]]
+    think, points = f"{located[0]}; {task.cell_name(cell)}", [[(x1 + x2) // 2, (y1 + y2) // 2]]
   return f"<think>{think}</think><answer><point>{_points_text(points)}</point></answer>"
 
 

@@ -17,8 +17,8 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
 * stage `sft` (400 steps x 16, all four task types): brief reasoning (the cell, e.g. `<think>top left</think>`)
   then the answer, written by an imperfect teacher that mixes up blue with green and yellow with red in 65% of
   its pointing targets (an annotator's colour confusion), so SFT's greedy policy inherits the mix-up;
-* stage `stage1` (spatial reasoning; GRPO, 20 steps x 8 prompts, spatial QA) from the SFT policy, then stage
-  `stage2` (embodied pointing; GRPO, 160 steps x 8 prompts: point_rec, free space, traces) from stage 1's
+* stage `stage1` (spatial reasoning; GRPO, 10 steps x 8 prompts, spatial QA) from the SFT policy, then stage
+  `stage2` (embodied pointing; GRPO, 120 steps x 8 prompts: point_rec, free space, traces) from stage 1's
   policy. Both: G=8 at temperature 1.0, the Embodied-R1 reward, low_var_kl beta 1e-2 to the stage's start
   policy, clip 0.2 / 0.3, dual-clip 3.0, token-mean (the paper's), lr 5e-4 after 20 warmup updates and
   weight decay 1e-2 (the paper's lr 1e-6 moves a model trained from scratch by nothing);
@@ -106,9 +106,9 @@ def embedded_config() -> ml_collections.ConfigDict:
       "sft": dict(stage="sft", data=dict(batch_size=16), optim=dict(learning_rate=1e-3, warmup_steps=10),
                   train=dict(steps=400)),
       "stage1": dict(stage="grpo", data=dict(batch_size=8, task_types=("spatial_qa",), length_buckets=(64,)),
-                     optim=grpo_optim, train=dict(steps=20)),
+                     optim=grpo_optim, train=dict(steps=10)),
       "stage2": dict(stage="grpo", data=dict(batch_size=8, task_types=POINTING, length_buckets=(64,)),
-                     optim=grpo_optim, train=dict(steps=160)),
+                     optim=grpo_optim, train=dict(steps=120)),
   })
   config.stage_order = ("sft", "stage1", "stage2")
   return config
