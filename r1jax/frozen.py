@@ -28,13 +28,16 @@ them to the environment and the reward by name:
     # `config.frozen.reference` names another): log-probs of a learner batch's completions.
     batch["ref_logprobs"] = reference.completion_logprobs(batch, temperature=1.0, pieces=2)
 
-A reward reaches a frozen model through its judges: `rewards.register(name, judges=("detail",))`
-gets the frozen model named `detail` in its context, and `FrozenModelJudge`
-(`r1jax.rewards.judges`) turns one into a judge that renders a prompt template, generates in one
-batch and parses a score under a time limit.
+A reward reaches a frozen model through its judges: `rewards.register(name, judges=("quality",))`
+gets the frozen model named `quality`, or the judge its recipe builds from it
+(`rewards.startup.register_frozen_judge`), typically a `frozen_judge.FrozenModelJudge`: it renders a
+prompt template, generates in one batch and parses a score under a time limit, and the rollout asks
+it once per round for every reward sample (`frozen_judge.judge_rollout`).
 
 Memory: the params are placed like the policy's (`sharding.param_shardings`, FSDP over the mesh),
-so a frozen model adds its parameter bytes once per mesh, not once per device.
+so a frozen model adds its parameter bytes once per mesh, not once per device; entries of one
+source (`init_from`, `dtype`) share one copy, and a copy of the initial policy is also the KL
+reference.
 """
 from __future__ import annotations
 
@@ -142,24 +145,18 @@ class FrozenModel:
 
   # ------------------------------------------------------------------ prompts
 
-  def encode(self, request: ChatRequest) -> Prompt:
-    """The chat template applied to `request`, tokenised, with its images / videos processed."""
+  def encode(self, request: ChatRequest) -> processing.EncodedPrompt:
+    """The chat template applied to `request`, tokenised, with its images / videos processed (the
+    sampler takes it as a `Prompt`)."""
     if self.tokenizer is None:
       raise ValueError(f"frozen model {self.name!r} has no tokenizer: it cannot encode chat prompts")
     cfg = self.vision or processing.VisionProcessorConfig()
     if request.max_pixels is not None:
       cfg = dataclasses.replace(cfg, max_pixels=int(request.max_pixels),
                                 min_pixels=min(cfg.min_pixels, int(request.max_pixels)))
-    encoded = processing.encode_prompt(self.tokenizer, request.messages, images=list(request.images),
-                                       videos=list(request.videos),
-                                       video_fps=list(request.video_fps) or processing.DEFAULT_VIDEO_FPS, cfg=cfg)
-    fields = {}
-    if len(encoded.image_grid_thw):
-      fields.update(pixel_values=encoded.pixel_values, image_grid_thw=encoded.image_grid_thw)
-    if len(encoded.video_grid_thw):
-      fields.update(pixel_values_videos=encoded.pixel_values_videos, video_grid_thw=encoded.video_grid_thw,
-                    second_per_grid_ts=encoded.second_per_grid_ts)
-    return Prompt(input_ids=encoded.input_ids, **fields)
+    return processing.encode_prompt(self.tokenizer, request.messages, images=list(request.images),
+                                    videos=list(request.videos),
+                                    video_fps=list(request.video_fps) or processing.DEFAULT_VIDEO_FPS, cfg=cfg)
 
   # ------------------------------------------------------------------ generation
 
