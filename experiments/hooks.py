@@ -14,6 +14,7 @@ import os
 import data_pipelines
 from data_pipelines.tasks import embodied_r1_synthetic, xiangqi_r1
 from data_pipelines.tasks import letters, love_r1, love_r1_synthetic, satori_r1_synthetic, tvr
+from data_pipelines.tasks import omni_r1_synthetic
 from r1jax import envs, processing, rewards
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.sampling import Sampler
@@ -27,6 +28,7 @@ TOKENIZER_CORPORA = {
     "xiangqi_r1": lambda: xiangqi_r1.text_corpus(),
     "embodied_r1": lambda: embodied_r1_synthetic.text_corpus(),
     "satori_r1": lambda: satori_r1_synthetic.text_corpus(),
+    "omni_r1": lambda: omni_r1_synthetic.text_corpus(),
 }
 
 
@@ -61,6 +63,20 @@ def prepare(config, workdir: str) -> None:
       hf.text_config.pad_token_id = ids.pad
 
 
+def _frozen_for_env(config, model, params, tokenizer) -> dict:
+  """The frozen models the environment needs, for evaluation, on the params' mesh (`init_from="policy"`:
+  the evaluated params); {} when it needs none. A missing one is named by `envs.build`."""
+  names = [n for n in envs.required_frozen(config.env.name) if n in config.get("frozen", {})]
+  if not names:
+    return {}
+  import jax  # pylint: disable=g-import-not-at-top
+  from r1jax import frozen, sharding  # pylint: disable=g-import-not-at-top
+  mesh = jax.tree.leaves(params)[0].sharding.mesh
+  rules = sharding.logical_rules(dict(config.mesh.rules) if config.mesh.rules else None)
+  return {name: frozen.load(name, config.frozen[name], mesh=mesh, rules=rules, policy=(model, params, tokenizer))
+          for name in names}
+
+
 def _vision_config(config) -> processing.VisionProcessorConfig:
   for folder in (config.tokenizer, config.init_from):
     if folder and os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
@@ -86,7 +102,7 @@ def data_hooks(config) -> DataHooks:
     if model not in samplers:
       samplers[model] = Sampler(model)  # pads with the config's pad_token_id
     results, samples = {}, {}
-    env = envs.get(stage_config.env.name)(stage_config, hooks)
+    env = envs.build(stage_config, hooks, _frozen_for_env(stage_config, model, params, tokenizer))
     encoder = ObservationEncoder(tokenizer, _vision_config(stage_config)) if env.max_turns > 1 else None
     for split, overrides in stage_config.eval.splits.items():
       split_config = stage_config.copy_and_resolve_references()

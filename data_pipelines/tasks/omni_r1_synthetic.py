@@ -7,8 +7,8 @@ per frame), each visible during its own window of `window_s` seconds (aligned to
 i.e. to Qwen2.5-VL's temporal patches of two frames) and absent otherwise; shapes never overlap. Objects are
 `object_size` pixels on a grid of `object_size / 2` pixels, so boxes take few values.
 
-The referring expression names the target by attribute ("the red circle") or by motion ("the
-shape moving left", unique in its video): the policy must find WHEN the target is on screen (the
+The referring expression names the target by attribute ("red circle") or by motion ("shape
+moving left", unique in its video): the policy must find WHEN the target is on screen (the
 keyframes) and rewrite WHAT it is as an attribute description ("red circle") that the detail
 system, which sees one still frame, can ground.
 
@@ -118,7 +118,7 @@ class Item:
   @property
   def expression(self) -> str:
     shape = self.shapes[self.target]
-    return f"the shape moving {shape.motion}" if self.by_motion else f"the {shape.description}"
+    return f"shape moving {shape.motion}" if self.by_motion else shape.description
 
 
 def _start(rng: np.random.Generator, motion: str, task: ShapesTask) -> tuple[int, int]:
@@ -212,7 +212,7 @@ def teacher_answer(item: Item, teacher: str, task: ShapesTask, rng: np.random.Ge
         if len(item.shapes) > 1 else target
     description = shape.description
   elif teacher == "motion":
-    description = item.expression[len("the "):]
+    description = item.expression
   elif teacher != "perfect":
     raise ValueError(f"teacher={teacher!r} must be one of {TEACHERS}")
   start = shape.first_frame / omni_r1.FPS
@@ -227,7 +227,7 @@ def _teacher(rng: np.random.Generator, imperfect_fraction: float) -> str:
 
 
 def write_split(path: str, split: str, num_items: int, *, task: ShapesTask = ShapesTask(), seed: int = 0,
-                test_size: int = 100, imperfect_fraction: float = 0.4, detail_per_video: int = 4,
+                test_size: int = 100, imperfect_fraction: float = 0.4, detail_per_video: int = 1,
                 reuse: bool = True) -> dict[str, Any]:
   """Writes `num_items` videos of `split` in the ReVOS layout under `path/<split>/`.
 

@@ -56,4 +56,4 @@ def build(config, hooks, frozen: Mapping[str, Any] | None = None) -> Environment
 
 
 def _import_registrations() -> None:
-  from r1jax.envs import love_r1  # noqa: F401  pylint: disable=g-import-not-at-top
+  from r1jax.envs import love_r1, omni_r1  # noqa: F401  pylint: disable=g-import-not-at-top
