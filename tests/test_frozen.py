@@ -293,7 +293,7 @@ def _needs_detail(config, hooks, frozen_models):
 
 def test_a_missing_required_frozen_model_stops_the_run_at_start_up(tmp_path):
   config = default_config()
-  config.env.name, config.reward.name = "test_needs_detail", "sanity"
+  config.env.name, config.reward.name = "test_needs_detail", "target_letter_rate"
   with pytest.raises(frozen.MissingFrozenModelError,
                      match=r"environment 'test_needs_detail' needs the frozen model 'detail': set "
                            r"config.frozen.detail.init_from"):
@@ -307,6 +307,14 @@ def test_a_missing_required_frozen_model_stops_the_run_at_start_up(tmp_path):
     envs.build(config, None, {})
   detail = object()
   assert envs.build(config, None, {"detail": detail, "judge": object()}).detail is detail
+  # A reward's judge that config.reward cannot build is a frozen model: checked at start-up too.
+  from r1jax.rewards import base  # pylint: disable=g-import-not-at-top
+  from r1jax.rewards.base import RewardResult  # pylint: disable=g-import-not-at-top
+  base.register("test_needs_grader", judges=("grader",))(lambda c, g, **k: RewardResult(0.0))
+  config.reward.name = "test_needs_grader"
+  with pytest.raises(frozen.MissingFrozenModelError, match=r"reward 'test_needs_grader' needs the frozen model "
+                                                           r"'grader': set config.frozen.grader.init_from"):
+    loop.check_frozen_models(config)
 
 
 def test_unknown_keys_of_a_frozen_entry_are_config_errors():

@@ -40,6 +40,12 @@ def register_frozen_judge(key: str, factory: Callable[[frozen.FrozenModel, Any],
   _FROZEN_BUILDERS[key] = factory
 
 
+def frozen_model_judges(reward_name: str) -> tuple[str, ...]:
+  """The judges `reward_name` requires that config.reward cannot build: in a run, frozen models
+  (`config.frozen.<key>`)."""
+  return tuple(key for key in base.required_judges(reward_name) if key not in _BUILDERS)
+
+
 def judge_context(reward_name: str, reward_config, provided: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """{context key: judge} for every judge `reward_name` requires; raises MissingJudgeError naming the
   recipe, the judge and how to provide it when one cannot be had."""

@@ -28,7 +28,7 @@ from r1jax import checkpoint, envs, processing, rewards, rl, sharding
 from r1jax import frozen as frozen_lib
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.envs.runner import EpisodeRunner, reward_fields
-from r1jax.rewards.startup import judge_context
+from r1jax.rewards.startup import frozen_model_judges, judge_context
 from r1jax import models
 from r1jax.errors import RunStoppedError
 from r1jax.tokenization import load_tokenizer
@@ -123,10 +123,13 @@ def build_policy(config, mesh, rules) -> tuple[Any, Any, Any]:
 
 
 def check_frozen_models(config) -> None:
-  """A GRPO stage's environment has the frozen models it registered (`envs.register(frozen=...)`)
-  in `config.frozen`; raises `frozen.MissingFrozenModelError` naming the config key otherwise."""
+  """A GRPO stage's environment and reward have the frozen models they require
+  (`envs.register(frozen=...)`, reward judges config.reward cannot build) in `config.frozen`;
+  raises `frozen.MissingFrozenModelError` naming the config key otherwise."""
   if config.stage == "grpo":
     frozen_lib.check_required(config, envs.required_frozen(config.env.name), f"environment {config.env.name!r}")
+    if config.reward.name:
+      frozen_lib.check_required(config, frozen_model_judges(config.reward.name), f"reward {config.reward.name!r}")
 
 
 def load_frozen_models(config, model, params, tokenizer, mesh, rules) -> tuple[dict[str, frozen_lib.FrozenModel],
