@@ -95,6 +95,21 @@ def test_frozen_params_take_their_bytes_once_per_mesh_not_once_per_device(vl):
   assert on_device.max() < 0.2 * logical, (on_device.max(), logical)  # replicated would be 1.0
 
 
+def test_xla_sees_an_eighth_of_the_reference_params_per_device(text_policy, mesh_rules):
+  """XLA's memory analysis of the reference's log-prob pass: per device, its params arguments are
+  about 1/8 of the params (FSDP), not all of them."""
+  model, params, batch = text_policy
+  mesh, rules = mesh_rules
+  reference = frozen.from_policy("reference", model, params, None, mesh=mesh, rules=rules)
+  part = {k: v[:8] for k, v in batch.items()}
+  with sharding.use_mesh(mesh, rules):
+    placed = frozen.place_learner_batch(model, part, mesh, rules)
+    analysis = learner.completion_logprobs.lower(model, reference.params, placed, 1.0).compile().memory_analysis()
+  batch_bytes = sum(v.nbytes for v in part.values())
+  assert analysis.argument_size_in_bytes < 0.2 * reference.param_bytes + batch_bytes, (
+      analysis.argument_size_in_bytes, reference.param_bytes)
+
+
 def _forced(vl, answer: str):
   """`vl` with params whose greedy answer to any prompt is `answer` (one token), then <|im_end|>.
 
