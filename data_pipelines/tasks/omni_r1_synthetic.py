@@ -1,24 +1,25 @@
 """A synthetic referring-video task for Omni-R1, written in the ReVOS layout (omni_r1.py).
 
 A video is `num_frames` frames (default 16, shown at 2 fps: 8 s) of `frame_size` pixels square on a
-dark background. `num_objects` shapes (default 3), each of its own colour (red, green, blue,
-yellow) and shape (square or circle) and its own motion (left, right, up or down, one grid step
-per frame), each visible during its own window of `window_s` seconds (aligned to whole seconds,
-i.e. to Qwen2.5-VL's temporal patches of two frames) and absent otherwise; shapes never overlap. Objects are
-`object_size` pixels on a grid of `object_size / 2` pixels, so boxes take few values.
+dark background, with `num_objects` shapes (default 3) of distinct colours (red, green, blue,
+yellow), each a square or a circle. The target moves (left, right, up or down, one grid step per
+frame) and is visible only during its window of `window_s` seconds (aligned to whole seconds,
+i.e. to Qwen2.5-VL's temporal patches of two frames); the other shapes stand still and stay on
+screen. Shapes never overlap. Objects are `object_size` pixels on a grid of `object_size / 2`
+pixels, so boxes take few values.
 
 The referring expression names the target by attribute ("red circle") or by motion ("shape
-moving left", unique in its video): the policy must find WHEN the target is on screen (the
-keyframes) and rewrite WHAT it is as an attribute description ("red circle") that the detail
-system, which sees one still frame, can ground.
+moving left"): the policy must find WHEN the target is on screen (the keyframes) and rewrite WHAT
+it is as an attribute description ("red circle") that the detail system, which sees one still
+frame among the still distractors, can ground.
 
 Teacher completions (the expression's `answer`, for SFT): one keyframe interval covering the
 target's window, with the attribute description:
     <think>red circle</think><answer>{"start_time": "00:02.00", "end_time": "00:03.50",
     "description": "red circle"}</answer>
 `imperfect_fraction` of them, split evenly, are written by an imperfect teacher: 'early' (the
-first window of the video, whatever the target: a lazy default), 'distractor' (another object's
-window and description) or 'motion' (the right window, but the expression copied as the
+first window of the video, whatever the target: a lazy default), 'distractor' (a distractor's
+description and another window) or 'motion' (the right window, but the expression copied as the
 description, which a single frame cannot ground), so RL has room to improve.
 
 Detail records (`detail.json`, the detail system's SFT data): `detail_per_video` (frame, visible
@@ -44,6 +45,7 @@ from data_pipelines.tasks import omni_r1
 COLORS = {"red": (230, 40, 40), "green": (40, 190, 60), "blue": (40, 90, 240), "yellow": (240, 220, 40)}
 SHAPES = ("square", "circle")
 MOTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+STILL = "still"  # the distractors' motion
 BACKGROUND = (30, 30, 30)
 SPLITS = ("train", "test")
 TEACHERS = ("perfect", "early", "distractor", "motion")
@@ -93,8 +95,9 @@ class Shape:
   color: str
   shape: str
   motion: str
-  first_frame: int  # visible in frames first_frame .. first_frame + window_frames - 1
+  first_frame: int  # visible in frames first_frame .. first_frame + visible - 1
   start: tuple[int, int]  # grid (x, y) at first_frame
+  visible: int = 0  # frames on screen; 0: the task's window
 
   @property
   def description(self) -> str:
@@ -102,9 +105,9 @@ class Shape:
 
   def position(self, frame: int, task: ShapesTask) -> tuple[int, int] | None:
     """Top-left pixel at `frame`, None while not visible."""
-    if not self.first_frame <= frame < self.first_frame + task.window_frames:
+    if not self.first_frame <= frame < self.first_frame + (self.visible or task.window_frames):
       return None
-    dx, dy = MOTIONS[self.motion]
+    dx, dy = MOTIONS.get(self.motion, (0, 0))
     k = frame - self.first_frame
     return (self.start[0] + dx * k) * task.grid, (self.start[1] + dy * k) * task.grid
 
@@ -144,17 +147,21 @@ def _overlap(shapes: Sequence[Shape], task: ShapesTask) -> bool:
 
 
 def sample_item(rng: np.random.Generator, task: ShapesTask) -> Item:
-  """Shapes of distinct colours and motions that never overlap (redrawn until they do not), a target
-  and how the expression names it."""
+  """A moving target in its window and still distractors on screen throughout, of distinct colours,
+  never overlapping (redrawn until they do not), and how the expression names the target."""
   seconds = task.num_frames // 2 - task.window_s + 1  # window starts, in whole seconds
   while True:
-    colors = rng.permutation(list(COLORS))[:task.num_objects]
-    motions = rng.permutation(list(MOTIONS))[:task.num_objects]
-    shapes = tuple(Shape(str(c), SHAPES[int(rng.integers(len(SHAPES)))], str(m),
-                         int(rng.integers(seconds)) * 2, _start(rng, str(m), task))
-                   for c, m in zip(colors, motions))
+    colors = [str(c) for c in rng.permutation(list(COLORS))[:task.num_objects]]
+    shape_of = lambda: SHAPES[int(rng.integers(len(SHAPES)))]
+    motion = str(rng.choice(list(MOTIONS)))
+    target_index = int(rng.integers(task.num_objects))
+    shapes = tuple(
+        Shape(c, shape_of(), motion, int(rng.integers(seconds)) * 2, _start(rng, motion, task))
+        if i == target_index else
+        Shape(c, shape_of(), STILL, 0, (int(rng.integers(task.steps)), int(rng.integers(task.steps))), task.num_frames)
+        for i, c in enumerate(colors))
     if not _overlap(shapes, task):
-      return Item(shapes, int(rng.integers(task.num_objects)), bool(rng.integers(2)))
+      return Item(shapes, target_index, bool(rng.integers(2)))
 
 
 def render(item: Item, frame: int, task: ShapesTask) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -204,19 +211,19 @@ def split_items(split: str, num_items: int, *, task: ShapesTask = ShapesTask(), 
 def teacher_answer(item: Item, teacher: str, task: ShapesTask, rng: np.random.Generator) -> str:
   """The SFT completion a teacher writes (see the module docstring)."""
   target = item.shapes[item.target]
-  shape, description = target, target.description
+  first, description = target.first_frame, target.description
   if teacher == "early":
-    shape = min(item.shapes, key=lambda s: s.first_frame)
+    first = 0
   elif teacher == "distractor":
-    shape = item.shapes[int(rng.choice([i for i in range(len(item.shapes)) if i != item.target]))] \
-        if len(item.shapes) > 1 else target
-    description = shape.description
+    others = [s for i, s in enumerate(item.shapes) if i != item.target]
+    description = others[int(rng.integers(len(others)))].description if others else description
+    starts = [f for f in range(0, task.num_frames - task.window_frames + 1, 2) if f != target.first_frame]
+    first = int(rng.choice(starts))
   elif teacher == "motion":
     description = item.expression
   elif teacher != "perfect":
     raise ValueError(f"teacher={teacher!r} must be one of {TEACHERS}")
-  start = shape.first_frame / omni_r1.FPS
-  end = (shape.first_frame + task.window_frames - 1) / omni_r1.FPS
+  start, end = first / omni_r1.FPS, (first + task.window_frames - 1) / omni_r1.FPS
   return omni_r1.answer_text([(start, end, description)], reasoning=description)
 
 

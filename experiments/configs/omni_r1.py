@@ -17,7 +17,7 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   systems (stage `sft` mixes the policy's records with the detail records: one high-resolution 112x112
   keyframe + the released grounding instruction -> `{"bbox_2d": [...]}`); the environment
   (r1jax/envs/omni_r1.py) calls it once per rollout, greedily, for every chosen keyframe of the batch;
-* stage `sft` (400 steps x 16): the teacher's completions (40% imperfect: the video's first window, a
+* stage `sft` (300 steps x 16): the teacher's completions (40% imperfect: the video's first window, a
   distractor's window and description, or the motion expression copied as the description) and the
   detail records;
 * stage `grpo` (40 steps x 8 prompts): G=8, temperature 1, top_p 0.95, the Omni-R1 reward (hierarchical
@@ -80,7 +80,7 @@ def embedded_config() -> ml_collections.ConfigDict:
                                                                    batch_size=50, mode="rl")})
   config.stages = ml_collections.ConfigDict({
       "sft": dict(stage="sft", data=dict(mode="sft", with_detail=True, batch_size=16),
-                  optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=400)),
+                  optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
       "grpo": dict(stage="grpo", data=dict(batch_size=8),
                    optim=dict(learning_rate=5e-4, warmup_steps=10), rl=dict(beta=0.04), train=dict(steps=40)),
   })
