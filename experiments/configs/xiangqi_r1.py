@@ -59,8 +59,8 @@ def embedded_config() -> ml_collections.ConfigDict:
   config.model.hf_config = tiny_qwen2_5()
   config.data = data_pipelines.default_config(name="xiangqi_r1", max_prompt_length=64, max_seq_length=160,
                                               length_buckets=(64, 160))
-  config.data.update(dict(prompt_style="short", synthetic="train", synthetic_dir="", synthetic_sparse=3000,
-                          synthetic_test_size=200, synthetic_sparse_pieces=(1, 3), synthetic_sparse_kinds="RP",
+  config.data.update(dict(prompt_style="short", synthetic="train", synthetic_dir="", synthetic_sparse=2000,
+                          synthetic_test_size=200, synthetic_sparse_pieces=(1, 2), synthetic_sparse_kinds="R",
                           pv_plies=2, piece_max_moves=0, read_threads=1))
   config.sampling.num_samples = 8
   config.sampling.temperature = 1.0
@@ -75,12 +75,12 @@ def embedded_config() -> ml_collections.ConfigDict:
       {"held_out": dict(synthetic="test", mode="grpo", batch_size=50)})
   config.stages = ml_collections.ConfigDict({
       "legal_sft": dict(stage="sft", data=dict(mode="legal", batch_size=16),
-                        optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=400)),
+                        optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
       "strategy_sft": dict(stage="sft", data=dict(mode="strategy", batch_size=16),
                            optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
       "grpo": dict(stage="grpo", data=dict(mode="grpo", batch_size=8, length_buckets=(64,)),
                    optim=dict(learning_rate=5e-4, warmup_steps=20, micro_batches=2),
-                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=150)),
+                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=120)),
   })
   config.stage_order = STAGES
   return config
