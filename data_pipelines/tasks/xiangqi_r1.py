@@ -231,6 +231,8 @@ def generate_positions(mix: PositionMix, rng: np.random.Generator,
         taken += 1
     return taken
 
+  # A game's positions are correlated: a quarter of a playout's (at random) and every fourth of a
+  # self-play game's are kept, so that many games contribute.
   for source, wanted, draw in (
       ("playout", mix.playout, lambda: [fen for fen in random_playout(rng, *mix.playout_plies)
                                         if rng.random() < 0.25]),
