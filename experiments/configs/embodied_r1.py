@@ -99,7 +99,9 @@ def embedded_config() -> ml_collections.ConfigDict:
   config.reward.name = "embodied_r1"
   config.reward.num_workers = 1
   config.rl.update(_paper_rl())
-  config.optim.freeze = ("visual/(patch_embed|blocks_).*",)  # as the STAR-R1 default: random features suffice
+  # The vision tower trains (unlike the STAR-R1 default's, whose answers need only global colours): with
+  # frozen random features the SFT policy never learned where an object stands.
+  config.optim.freeze = ()
   config.optim.max_grad_norm = 1.0
   config.train.checkpoint_every = 100
   config.train.log_every = 10
