@@ -202,3 +202,19 @@ def test_synthetic_splits_are_seeded_and_the_held_out_split_ignores_the_seed():
     synthetic.TabletopTask(task_types=("pointing",))
   with pytest.raises(ValueError, match="config.data.split"):
     embodied_r1_dataset.TabletopSource("valid")
+
+
+def test_reward_reports_the_paper_s_pixel_metrics_and_the_diagonal_for_an_unparsed_answer():
+  reward = rewards.get("embodied_r1")
+  trace = [[10 * i, 0] for i in range(8)]
+  truth = {"answer": "<type>fsd_visual_trace</type>" + json.dumps({"trajectory": trace})}
+  shifted = json.dumps([[x, y + 3] for x, y in trace])
+  result = reward(f"<think>t</think><answer><point>{shifted}</point></answer>", truth,
+                  original_image_sizes=[(30, 40)])
+  assert result.components["rmse_px"] == pytest.approx(3.0) and result.components["frechet_px"] == pytest.approx(3.0)
+  unparsed = reward("<think>t</think><answer>no points</answer>", truth, original_image_sizes=[(30, 40)])
+  assert unparsed.components["rmse_px"] == unparsed.components["frechet_px"] == pytest.approx(50.0)
+  assert "rmse_px" not in reward("<answer>none</answer>", truth).components  # no size known: left out
+  free = {"answer": "<type>fsd_free_point</type>" + json.dumps({"bbox": [0, 0, 10, 10], "free_points": [[2, 2], [8, 8]]})}
+  result = reward("<think>f</think><answer><point>[[2, 6], [20, 8]]</point></answer>", free)
+  assert result.components["in_region"] == 0.5 and result.components["nearest_px"] == pytest.approx((4 + 12) / 2)
