@@ -129,6 +129,7 @@ class FrozenModel:
     self.mesh, self.rules, self.source = mesh, rules, tuple(source)
     self.max_new_tokens, self.max_batch = int(max_new_tokens), int(max_batch)
     self.sampler = Sampler(model, mesh=mesh, rules=rules)
+    self._batch_shards = _local_batch_shards(mesh, rules)
     self._stop_ids = _stop_ids(model, tokenizer)
 
   def renamed(self, name: str, role: str, max_new_tokens: int | None = None, max_batch: int | None = None
@@ -165,9 +166,10 @@ class FrozenModel:
     """Greedy completions of `requests` (`ChatRequest`s, or `Prompt`s / token ids already encoded),
     decoded on device in as few calls as `max_batch` allows.
 
-    Each call pads its prompts to a power-of-two count with one-token prompts (their answers are
-    dropped), so the sampler compiles once per count bucket and prompt-length bucket, not once
-    per batch size.
+    Each call pads its prompts with one-token prompts (their answers are dropped) to a power-of-two
+    count, at least the number of batch shards of this process's devices: the sampler compiles
+    once per count bucket and prompt-length bucket, not once per batch size, and every device
+    decodes its own rows (a count the shards do not divide would be replicated on each).
     """
     if not requests:
       return []
@@ -180,7 +182,7 @@ class FrozenModel:
     started = time.perf_counter()
     for begin in range(0, len(prompts), size):
       chunk = list(prompts[begin:begin + size])
-      filler = _count_bucket(len(chunk)) - len(chunk)
+      filler = max(_count_bucket(len(chunk)), self._batch_shards) - len(chunk)
       chunk += [np.array([self.sampler.pad_id], np.int32)] * filler
       result = self.sampler(self.params, chunk, key=key, num_samples=1, controls=controls)
       tokens, lengths, finished = (np.asarray(x) for x in (result.tokens, result.lengths, result.finished))
@@ -206,6 +208,15 @@ class FrozenModel:
 def _count_bucket(n: int) -> int:
   """The smallest power of two >= n."""
   return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _local_batch_shards(mesh, rules) -> int:
+  """How many parts this process's rows are split into over the batch mesh axes (1 without a mesh)."""
+  if mesh is None:
+    return 1
+  axes = sharding.batch_sharding(mesh, rules).spec[0]
+  axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return max(1, int(np.prod([mesh.shape[a] for a in axes])) // sharding.process_shard_info(mesh, rules)[1])
 
 
 def _stop_ids(model, tokenizer) -> tuple[int, ...]:

@@ -72,7 +72,7 @@ def test_generate_is_one_batched_greedy_call_whose_rows_equal_their_own_prompts(
   counted = copy.copy(vl)
   counted.sampler = Counting()
   batched = counted.generate(requests)
-  assert calls == [4]  # 3 prompts in one call, padded to the count bucket 4 (one compile for 3 or 4)
+  assert calls == [8]  # 3 prompts in one call, padded to a row per device (one compile for 1 to 8 prompts)
   assert len(batched) == 3 and all(len(g.token_ids) == MAX_NEW and g.truncated for g in batched)
   # The same prompts in another order (same shapes, no new compile): each row's answer is its own.
   permuted = counted.generate([requests[1], requests[2], requests[0]])
