@@ -337,6 +337,12 @@ def test_unknown_keys_of_a_frozen_entry_are_config_errors():
   config.frozen.detail = dict(init_from="x", dtyp="bfloat16")
   with pytest.raises(ValueError, match=r"unknown config key 'frozen.detail.dtyp'; did you mean 'frozen.detail.dtype'"):
     loop.config_lib.validate(config)
+  config.frozen.detail = dict(init_from="x")
+  with pytest.raises(ValueError, match=r"'frozen.detail.role' must be one of \('reference', 'detail'"):
+    loop.config_lib.validate(config)
+  config.frozen.detail.role = "detail"
+  config.frozen.reference = dict(init_from="policy")  # the name "reference" implies its role
+  loop.config_lib.validate(config)
 
 
 class _Batched(Environment):

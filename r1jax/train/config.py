@@ -14,6 +14,8 @@ from typing import Any
 
 import ml_collections
 
+from r1jax import frozen
+
 ConfigDict = ml_collections.ConfigDict
 
 
@@ -144,6 +146,8 @@ def validate(config: ConfigDict) -> None:
   if sorted(config.get("stage_order", ())) != sorted(config.get("stages", {}).keys()):
     raise ValueError(f"config.stage_order={tuple(config.stage_order)} must name every stage of config.stages "
                      f"({sorted(config.stages.keys())}) once")
+  for name, stage in stage_configs(config):
+    _check_frozen_roles(stage.get("frozen", {}), ("stages", name) if config.get("stages") else ())
 
 
 def _check_frozen(entries, shown: tuple[str, ...]) -> None:
@@ -153,6 +157,15 @@ def _check_frozen(entries, shown: tuple[str, ...]) -> None:
       raise ValueError(f"config key {'.'.join(shown + ('frozen', name))!r} must be a section "
                        f"({sorted(frozen_model_config().keys())}), got {entry!r}")
     _check(entry, frozen_model_config(), (), shown + ("frozen", name))
+
+
+def _check_frozen_roles(entries, shown: tuple[str, ...]) -> None:
+  """Each full `frozen.<name>` entry (a stage's after its overrides) has a role of `frozen.ROLES`."""
+  for name, entry in entries.items():
+    role = entry.get("role", "") or ("reference" if name == "reference" else "")
+    if role not in frozen.ROLES:
+      raise ValueError(f"config key {'.'.join(shown + ('frozen', name, 'role'))!r} must be one of {frozen.ROLES}, "
+                       f"got {entry.get('role', '')!r}")
 
 
 def _check(config, reference: ConfigDict, path: tuple[str, ...], shown: tuple[str, ...]) -> None:
