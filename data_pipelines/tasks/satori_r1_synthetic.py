@@ -287,6 +287,7 @@ def _matches(params_path: str, params: dict[str, Any]) -> bool:
 def text_corpus(task: SatoriTask = SatoriTask(), num_items: int = 256, seed: int = 0) -> list[str]:
   """Prompt texts and teacher responses of `num_items` items (no rendering), for tokenizers."""
   rng = np.random.default_rng(seed)
+  # The chat template's own words (its default system prompt, role names) cost few tokens too.
   texts = [satori_r1.SYSTEM_PROMPT, satori_r1.SHORT_SYSTEM_PROMPT, QUESTION, tvr._CHAT_TEMPLATE_WORDS]  # pylint: disable=protected-access
   for index in range(num_items):
     item = sample_item(rng, task)
