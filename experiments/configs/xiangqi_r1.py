@@ -7,15 +7,20 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
 * data: positions written on first use under <workdir>/data in the position-record JSONL format
   (data_pipelines/tasks/xiangqi_r1.py) and labelled by Fairy-Stockfish at depth 8 (best move, score,
   PV, evaluation for the side to move); without the engine, by the built-in searcher at depth 2
-  (said at start-up). The default draws sparse endgame positions (both kings and 1-3 random pieces a
-  side): every position differs, so a model from scratch must read the board. Playout and self-play
-  positions are `--config.data.synthetic_playout=N` / `synthetic_selfplay=N`;
+  (said at start-up). The default draws 2,000 sparse endgame positions (+200 held out): both kings and
+  one or two chariots a side on random squares, so every position differs and a model from scratch must
+  read the board, yet the rules it needs (king in the palace, no facing kings, chariot lines, checks)
+  fit a tiny model's budget. Tried first and dropped: 1-3 pieces of every kind (10% legality after
+  stage 2, no GRPO gain), chariots and pawns (22%). Other positions are options: `synthetic_sparse_kinds`
+  (e.g. "RNCPAB"), `synthetic_sparse_pieces`, `synthetic_playout=N`, `synthetic_selfplay=N`;
 * model: a tiny Qwen2.5 text decoder (4 layers, 128 wide) from scratch, with a tokenizer built from
   the task's text; prompts are the piece list only (`prompt_style="short"`);
-* stage `legal_sft`: the legal moves of one piece, or one legal move, checked by the move generator;
-* stage `strategy_sft`: `<think>evaluation: winning. line: h2e2 h9g7</think><answer>h2e2</answer>`,
-  the engine's evaluation, a PV-based rationale and its best move;
-* stage `grpo`: G=8 at temperature 1.0 on the strategy prompts, the xiangqi_r1 reward (format 0.1,
+* stage `legal_sft` (300 steps x 16): the legal moves of one piece, or one legal move, from the move
+  generator;
+* stage `strategy_sft` (300 steps x 16): the engine's evaluation, a PV-based rationale and its best move,
+  `<think>evaluation: winning. line: b4b9 d9d8</think><answer>b4b9</answer>`;
+* stage `grpo` (120 steps x 8 prompts): G=8 at temperature 1.0 on the strategy prompts, lr 5e-4 after 20
+  warmup updates, k3 KL 0.04 to the stage-2 policy, the xiangqi_r1 reward (format 0.1,
   legality 0.2, quality from the judge's centipawn loss 0.6, analysis 0.1), judged by the default
   judge (Fairy-Stockfish at depth 8, else the built-in searcher);
 * evaluation after each stage (greedy) on 200 held-out positions: move legality, top-1 agreement with
@@ -29,7 +34,7 @@ a checkpoint on the held-out positions.
 `:real,model=DIR,data=DIR` trains a local Qwen2.5-7B-Instruct (HF folder) on a user's position records:
 DIR holds train.jsonl and test.jsonl (position records; `legal.jsonl` / `strategy.jsonl` are used for
 stages 1 and 2 when present, else train.jsonl). The paper (arXiv 2507.12215) does not publish its
-hyperparameters; these are the common R1 settings for a 7B text model: SFT lr 1e-5 (1 epoch each),
+hyperparameters; these are the common R1 settings for a 7B text model: SFT lr 1e-5 (one epoch or 2,000 steps each),
 GRPO lr 1e-6, G=8, temperature 1.0, k3 KL 0.04, 1024 new tokens.
 """
 import ml_collections
