@@ -191,3 +191,17 @@ def test_text_corpus_covers_prompts_and_responses():
   corpus = " ".join(synthetic.text_corpus(num_items=16))
   for text in (satori_r1.SYSTEM_PROMPT, satori_r1.SHORT_SYSTEM_PROMPT, synthetic.QUESTION, "<bbox>[[", "</caption>"):
     assert text in corpus
+
+
+def test_parquet_rows_with_embedded_image_bytes(tmp_path):
+  """HF `datasets` exports store images as {'bytes', 'path'} structs in Parquet; they read the same."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  with open(RECORDS) as f:
+    row = json.loads(f.readline())
+  with open(os.path.join(FIXTURES, "images", "kite.jpg"), "rb") as f:
+    row["images"] = [{"bytes": f.read(), "path": "kite.jpg"}]
+  pq.write_table(pa.Table.from_pylist([row]), tmp_path / "train.parquet")
+  example = _example(0, path=str(tmp_path / "train.parquet"))
+  assert isinstance(example.images[0], bytes) and example.ground_truth["bboxs"] == [[200.0, 30.0, 260.0, 90.0]]
+  assert example.ground_truth["possible_answers"] == ["kite", "a kite"]
