@@ -28,8 +28,23 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   RMSE and discrete Fréchet distance, pixels), `acc` (QA accuracy; for pointing, the reward's accuracy terms),
   format rate and mean reward; printed as a table and saved in <workdir>/summary.json.
 
-Measured: see BENCHMARKS.md (3 seeds); the expected result is a point-in-region accuracy after stage 2 at
-least 10 points above SFT's on the `point` and `free` splits.
+Target (issue 19): stage 2's point-in-region accuracy at least 10 points above SFT's on `point` and `free`.
+NOT MET yet. Measured (seed 0, 2 CPU cores shared with other jobs, load average 10-17; wall time 1485 s):
+
+    stage     split   format    acc  in_region  nearest   rmse  frechet  reward
+    sft       free     1.000  0.314      0.230   26.594              0.451
+    sft       point    1.000  0.180      0.180                       0.344
+    sft       qa       1.000  0.490                                  0.541
+    sft       trace    1.000  0.488                      34.851  53.259  0.591
+    stage2    free     1.000  0.345      0.220   19.889              0.476
+    stage2    point    1.000  0.110      0.110                       0.288
+    stage2    qa       1.000  0.000                                  0.100
+    stage2    trace    1.000  0.651                      26.183  37.224  0.721
+
+The SFT policy copies the asked colour but names the same cell for every object: the tiny model does not learn
+to find an object in the image within this budget (tried: frozen random tower with two or one blocks, a
+trained tower, tiled table, 400-600 SFT steps), so GRPO has no correct samples to reinforce on `point`; it
+improves the traces (RMSE 34.9 -> 26.2 px) and forgets QA (stage 2 trains on pointing only).
 
 `experiments/eval.py --config=experiments/configs/embodied_r1.py --checkpoint=<workdir>/stage2/hf` re-scores a
 checkpoint on the held-out splits.
