@@ -43,6 +43,7 @@ from typing import Any
 import PIL.Image
 
 from data_pipelines import errors, records
+from data_pipelines.images import media_name
 from data_pipelines.records import Example, LayoutOptions
 from data_pipelines.sources import RawRecord
 
@@ -108,7 +109,7 @@ def _accepted(value: Any, where: str) -> list[str]:
 
 def _image_size(ref: records.MediaRef, where: str) -> tuple[int, int]:
   """(width, height) from the image header (EXIF orientation applied, as the decoder does)."""
-  name = ref if isinstance(ref, str) else f"<{len(ref)} embedded bytes>"
+  name = media_name(ref)
   try:
     with PIL.Image.open(ref if isinstance(ref, str) else io.BytesIO(ref)) as image:
       orientation = image.getexif().get(0x0112, 1)
