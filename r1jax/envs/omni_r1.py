@@ -10,7 +10,8 @@ whole batch at once (`batched`: `step_batch` gets every episode of the rollout):
      (`detail_min_pixels` / `detail_max_pixels`);
   3. the detail prompt (`omni_r1.detail_messages`: the image, then the released grounding instruction);
   4. ONE greedy `generate` call of the frozen detail model (`config.frozen.detail`) for every
-     keyframe of every episode, under `detail_timeout_s`;
+     distinct (frame file, description) of the batch, under `detail_timeout_s` (the G episodes of
+     a prompt often choose the same keyframes: greedy answers to one request are the same);
   5. the answers (`bbox_2d` / `point_2d` JSON, parsed by the reward) go to the reward context of
      the episode's sample: `detail_answers` {frame: text}, `detail_status` (the judge status of the
      call: "ok", "error", "timeout" or "invalid"), `detail_error`.
@@ -31,15 +32,19 @@ from r1jax.envs.base import Environment, Episode, Sample, StepResult
 from r1jax.rewards import judges
 from r1jax.rewards import omni_r1 as reward
 
-def keyframe_image(context: Mapping[str, Any], frame: int) -> np.ndarray:
-  """uint8 [H, W, 3]: frame `frame` of the prompt's frame files (`context['frames']`), resized to the
-  detail bounds (`smart_resize` with context `detail_min_pixels` / `detail_max_pixels`)."""
+def _frame_file(context: Mapping[str, Any], frame: int) -> str:
   paths = context.get("frames")
   if not isinstance(paths, (list, tuple)) or not 0 <= frame < len(paths):
     raise ValueError(f"keyframe {frame} is not among the prompt's {len(paths or ())} frame files "
                      "(context['frames'])")
+  return paths[frame]
+
+
+def keyframe_image(context: Mapping[str, Any], frame: int) -> np.ndarray:
+  """uint8 [H, W, 3]: frame `frame` of the prompt's frame files (`context['frames']`), resized to the
+  detail bounds (`smart_resize` with context `detail_min_pixels` / `detail_max_pixels`)."""
   defaults = processing.VisionProcessorConfig()
-  with PIL.Image.open(paths[frame]) as image:
+  with PIL.Image.open(_frame_file(context, frame)) as image:
     image = image.convert("RGB")
     height, width = processing.smart_resize(image.height, image.width,
                                             min_pixels=int(context.get("detail_min_pixels", defaults.min_pixels)),
@@ -76,19 +81,23 @@ class OmniR1(Environment):
     return {"num_frames": len(boxes[0]), "answers": {}, "status": judges.JUDGE_OK, "error": ""}
 
   def step_batch(self, episodes: Sequence[Episode], turn: int) -> list[StepResult]:
-    requests, owners = [], []
+    requests, owners, distinct = [], [], {}  # owners: (episode, frame, index of its distinct request)
     for index, episode in enumerate(episodes):
       for frame, description in reward.grounding_requests(episode.actions[turn], episode.state["num_frames"]):
-        owners.append((index, frame))
-        requests.append((episode.context, frame, description))
+        key = (_frame_file(episode.context, frame), description, episode.context.get("detail_max_pixels"))
+        if key not in distinct:
+          distinct[key] = len(requests)
+          requests.append((episode.context, frame, description))
+        owners.append((index, frame, distinct[key]))
     started = time.perf_counter()
     call = judges.call_judge(self._ground, requests, timeout_s=self.detail_timeout_s,
                              validate=lambda texts: _texts(texts, len(requests))) if requests else None
     self.last_detail_s = time.perf_counter() - started
-    for (index, frame), text in zip(owners, call.value if call is not None and call.ok else ()):
-      episodes[index].state["answers"][frame] = text
+    if call is not None and call.ok:
+      for index, frame, request in owners:
+        episodes[index].state["answers"][frame] = call.value[request]
     if call is not None and not call.ok:
-      for index, _ in owners:
+      for index, _, _ in owners:
         episodes[index].state.update(status=call.status, error=call.error)
     return [StepResult(done=True, info={"keyframes": sorted(e.state["answers"]), "detail_status": e.state["status"]})
             for e in episodes]

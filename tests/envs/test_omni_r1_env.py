@@ -53,11 +53,12 @@ def test_one_detail_call_per_rollout_and_answers_reach_the_reward(examples):
     return [json.dumps({"bbox_2d": truth[r]}) for r in requests]
 
   env = env_lib.OmniR1(generate, request)
-  episodes = _episodes(examples, actions)
+  episodes = _episodes(examples + examples, actions + actions)  # two episodes of each prompt, same answers
   results = env.step_batch(episodes, 0)
-  assert len(calls) == 1 and len(calls[0]) == 4 * len(examples)  # every keyframe of every episode, one call
+  # Every distinct keyframe request of the batch, in one call: the second episode of a prompt asks nothing new.
+  assert len(calls) == 1 and len(calls[0]) == 4 * len(examples)
   assert all(r.done for r in results)
-  for episode, example in zip(episodes, examples):
+  for episode, example in zip(episodes, examples + examples):
     (sample,) = env.samples(episode)
     assert sample.context["detail_status"] == "ok" and len(sample.context["detail_answers"]) == 4
     components = reward.omni_r1(sample.completion, example.ground_truth,
