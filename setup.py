@@ -41,7 +41,7 @@ setuptools.setup(
         # torch is the parity reference only; pinned so pip takes the CPU wheel.
         # ipywidgets: tqdm.auto in the notebook renders a widget instead of warning "IProgress not found".
         # pyffish: Fairy-Stockfish's rules, the independent check of the Xiangqi move generator.
-        "test": ["pytest", "pytest-timeout", "hypothesis", "torch==2.13.0", "nbclient", "nbformat", "ipykernel",
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "hypothesis", "torch==2.13.0", "nbclient", "nbformat", "ipykernel",
                  "ipywidgets", "pyffish"],
     },
 )
