@@ -378,3 +378,15 @@ def test_a_batched_environment_steps_every_running_episode_in_one_call(behaviour
   assert all(error in e.error for e in episodes if e.status)
   if behaviour == "ok":
     assert [e.infos for e in episodes] == [[{"box": 0}], [], [{"box": 2}], [{"box": 3}]]
+
+
+def test_an_hf_folder_loads_inside_the_stage_mesh_context(vl, mesh_rules):
+  """A GRPO stage loads its frozen models inside `sharding.use_mesh` (flax's unbox used to constrain the
+  abstract params eagerly there and raise); the params equal those loaded outside it."""
+  mesh, rules = mesh_rules
+  with sharding.use_mesh(mesh, rules):
+    again = frozen.load("detail", ml_collections.ConfigDict(dict(init_from=vl.source[0], role="detail")),
+                        mesh=mesh, rules=rules)
+  for ours, theirs in zip(jax.tree.leaves(again.params), jax.tree.leaves(vl.params)):
+    assert ours.sharding == theirs.sharding
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))

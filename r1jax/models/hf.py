@@ -156,7 +156,10 @@ def load_pretrained(path: str, dtype=jnp.float32, mesh=None, *, compute_dtype=No
   folder = SafetensorsFolder(path)
   conversion = conversion_rules(config, folder.names())
   _check_names(conversion, folder, config, path)
-  abstract = flax.linen.unbox(api.abstract_params(model))["params"]
+  # Unboxed without a sharding constraint: under an ambient mesh (a stage loading a frozen model inside
+  # `sharding.use_mesh`) flax's unbox would constrain these shape structs eagerly, which raises.
+  abstract = jax.tree.map(lambda x: x.unbox(apply_constraint=False), api.abstract_params(model),
+                          is_leaf=lambda x: isinstance(x, flax.linen.Partitioned))["params"]
   placement = None
   if mesh is not None:
     from r1jax import sharding  # pylint: disable=g-import-not-at-top
