@@ -27,6 +27,22 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   the engine, mean centipawn loss (illegal moves count 1000), analysis accuracy (the stated
   evaluation), format rate.
 
+Measured (2 CPU cores shared with other runs, load average 10-20, 3 seeds run side by side; wall time
+44-46 min each under that load, so the quiet-machine runtime is not measured), held-out, greedy:
+
+    seed stage         legal   top1  cp_loss  analysis  format
+    0    strategy_sft  0.535  0.105    743.5     0.540   1.000
+    0    grpo          0.530  0.085    795.3     0.540   1.000
+    1    strategy_sft  0.490  0.080    753.7     0.590   1.000
+    1    grpo          0.555  0.125    681.5     0.535   0.985
+    2    strategy_sft  0.350  0.075    860.2     0.445   1.000
+    2    grpo          0.350  0.075    863.5     0.540   1.000
+
+(after legal_sft: legality 0.00-0.01 on these analysis prompts, which stage 1 never asks.) GRPO does NOT
+yet reach the issue's +10 points: legality -0.5 / +6.5 / +0.0, analysis 0.0 / -5.5 / +9.5 (seed 2's
+gain is the policy saying "winning" everywhere, the held-out majority, 53%). The sampled reward rises
+during GRPO (seed 0: 0.43 -> 0.47, training legality 0.61 -> 0.69) but the greedy policy barely moves.
+
 Each stage starts from the previous stage's export (<workdir>/<stage>/hf). Re-running resumes.
 `experiments/eval.py --config=experiments/configs/xiangqi_r1.py --checkpoint=<workdir>/grpo/hf` re-scores
 a checkpoint on the held-out positions.
