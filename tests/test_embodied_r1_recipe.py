@@ -4,12 +4,11 @@ with the paper's settings."""
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
 from experiments.configs import embodied_r1
+from tests import recipe_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "data_pipelines", "fixtures", "embodied_r1")
@@ -17,12 +16,6 @@ COLUMNS = [label for label, _ in embodied_r1.SUMMARY]
 SPLITS = [name for name, _ in embodied_r1.HELD_OUT]
 # Small held-out splits and short completions keep the run to seconds.
 SMALL_EVAL = [f"--config.eval.splits.{split}.{key}=4" for split in SPLITS for key in ("test_size", "batch_size")]
-
-
-def _env():
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  return env
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +26,9 @@ def run(tmp_path_factory):
            "--config.stages.stage2.train.steps=2", "--config.stages.stage2.data.batch_size=2",
            "--config.sampling.max_new_tokens=16", "--config.train.log_every=1",
            "--config.train.async_checkpoints=False", *SMALL_EVAL]
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "run.py"),
-                           "--config=" + os.path.join(ROOT, "experiments", "configs", "embodied_r1.py"),
-                           f"--workdir={workdir}", *small], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+  result = recipe_runs.experiment("run.py", "embodied_r1.py", f"--workdir={workdir}", *small)
   assert result.returncode == 0, result.stderr[-5000:]
   return workdir, result
-
-
-def _records(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
 
 
 def test_embedded_default_runs_sft_then_both_grpo_stages_and_prints_the_table(run):
@@ -61,7 +46,7 @@ def test_embedded_default_runs_sft_then_both_grpo_stages_and_prints_the_table(ru
   table = result.stdout[result.stdout.index("stage "):]
   assert all(c in table for c in COLUMNS) and table.count("trace") == 3
   for stage in ("stage1", "stage2"):
-    grpo = [r for r in _records(workdir / stage / "metrics.jsonl") if "reward/mean" in r]
+    grpo = [r for r in recipe_runs.read_jsonl(workdir / stage / "metrics.jsonl") if "reward/mean" in r]
     assert [r["step"] for r in grpo] == [1, 2]
     assert all(math.isfinite(v) for r in grpo for v in r.values() if isinstance(v, float))
   # Stage 2 starts from stage 1's export (the curriculum), stage 1 from SFT's.
@@ -72,11 +57,8 @@ def test_embedded_default_runs_sft_then_both_grpo_stages_and_prints_the_table(ru
 
 def test_eval_command_scores_the_export_on_the_same_splits(run):
   workdir, _ = run
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "eval.py"),
-                           "--config=" + os.path.join(ROOT, "experiments", "configs", "embodied_r1.py"),
-                           f"--checkpoint={workdir / 'stage2' / 'hf'}", "--config.sampling.max_new_tokens=16",
-                           "--splits=point,trace", *SMALL_EVAL], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+  result = recipe_runs.experiment("eval.py", "embodied_r1.py", f"--checkpoint={workdir / 'stage2' / 'hf'}",
+                                  "--config.sampling.max_new_tokens=16", "--splits=point,trace", *SMALL_EVAL)
   assert result.returncode == 0, result.stderr[-5000:]
   with open(workdir / "stage2" / "eval_hf" / "eval.json") as f:
     scored = json.load(f)

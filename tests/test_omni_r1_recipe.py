@@ -3,24 +3,17 @@ system, through experiments/run.py), the eval command, and `:real` reading the r
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
 from experiments.configs import omni_r1
+from tests import recipe_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REVOS = os.path.join(ROOT, "tests", "data_pipelines", "fixtures", "omni_r1", "revos")
 COLUMNS = [label for label, _ in omni_r1.SUMMARY]
 SMALL_EVAL = ["--config.eval.splits.held_out.synthetic_items=4", "--config.eval.splits.held_out.batch_size=4",
               "--config.data.synthetic_test_size=4"]
-
-
-def _env():
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  return env
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +23,7 @@ def run(tmp_path_factory):
            "--config.stages.grpo.train.steps=2", "--config.stages.grpo.data.batch_size=2",
            "--config.data.synthetic_items=8", "--config.train.log_every=1", "--config.train.async_checkpoints=False",
            *SMALL_EVAL]
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "run.py"),
-                           "--config=" + os.path.join(ROOT, "experiments", "configs", "omni_r1.py"),
-                           f"--workdir={workdir}", *small], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+  result = recipe_runs.experiment("run.py", "omni_r1.py", f"--workdir={workdir}", *small)
   assert result.returncode == 0, result.stderr[-5000:]
   return workdir, result
 
@@ -62,10 +52,7 @@ def test_embedded_default_runs_sft_then_grpo_with_the_detail_system(run):
 
 def test_eval_command_scores_the_export_on_the_same_split(run):
   workdir, _ = run
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "eval.py"),
-                           "--config=" + os.path.join(ROOT, "experiments", "configs", "omni_r1.py"),
-                           f"--checkpoint={workdir / 'grpo' / 'hf'}", *SMALL_EVAL], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+  result = recipe_runs.experiment("eval.py", "omni_r1.py", f"--checkpoint={workdir / 'grpo' / 'hf'}", *SMALL_EVAL)
   assert result.returncode == 0, result.stderr[-5000:]
   with open(workdir / "grpo" / "eval_hf" / "eval.json") as f:
     scored = json.load(f)

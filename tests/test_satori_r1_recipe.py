@@ -4,25 +4,18 @@ paper's settings."""
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from experiments.configs import satori_r1
+from tests import recipe_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "data_pipelines", "fixtures", "satori_r1")
 COLUMNS = [label for label, _ in satori_r1.SUMMARY]
 SMALL_EVAL = ["--config.eval.splits.held_out.synthetic_items=4", "--config.eval.splits.held_out.batch_size=4",
               "--config.data.synthetic_test_size=4"]
-
-
-def _env():
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  return env
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +25,7 @@ def run(tmp_path_factory):
            "--config.stages.grpo.train.steps=2", "--config.stages.grpo.data.batch_size=2",
            "--config.data.synthetic_items=12", "--config.train.log_every=1",
            "--config.train.async_checkpoints=False", *SMALL_EVAL]
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "run.py"),
-                           "--config=" + os.path.join(ROOT, "experiments", "configs", "satori_r1.py"),
-                           f"--workdir={workdir}", *small], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=600)
+  result = recipe_runs.experiment("run.py", "satori_r1.py", f"--workdir={workdir}", *small)
   assert result.returncode == 0, result.stderr[-5000:]
   return workdir, result
 
@@ -65,10 +55,7 @@ def test_embedded_default_runs_sft_then_grpo_and_prints_the_paper_metrics(run):
 
 def test_eval_command_scores_the_export_on_the_held_out_split(run):
   workdir, _ = run
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "eval.py"),
-                           "--config=" + os.path.join(ROOT, "experiments", "configs", "satori_r1.py"),
-                           f"--checkpoint={workdir / 'grpo' / 'hf'}", *SMALL_EVAL], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=600)
+  result = recipe_runs.experiment("eval.py", "satori_r1.py", f"--checkpoint={workdir / 'grpo' / 'hf'}", *SMALL_EVAL)
   assert result.returncode == 0, result.stderr[-5000:]
   with open(workdir / "grpo" / "eval_hf" / "eval.json") as f:
     scored = json.load(f)

@@ -2,12 +2,11 @@
 experiments/run.py), the eval command on its export, and `:real` reading position records."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from experiments.configs import xiangqi_r1
+from tests import recipe_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "data_pipelines", "fixtures", "xiangqi_r1")
@@ -18,11 +17,7 @@ SMALL = ["--config.data.synthetic_sparse=24", "--config.data.synthetic_test_size
 
 
 def _run(script, *flags):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script),
-                         "--config=" + os.path.join(ROOT, "experiments", "configs", "xiangqi_r1.py"), *flags],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return recipe_runs.experiment(script, "xiangqi_r1.py", *flags)
 
 
 @pytest.fixture(scope="module")

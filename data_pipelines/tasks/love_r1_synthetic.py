@@ -52,6 +52,7 @@ import av
 import numpy as np
 
 from data_pipelines.tasks import love_r1
+from data_pipelines.tasks.synthetic import items_apart_from, written_with
 
 COLORS = {"red": (230, 40, 40), "green": (40, 190, 60), "blue": (40, 90, 240),
           "yellow": (240, 220, 40)}
@@ -258,14 +259,8 @@ def split_items(split: str, num_items: int, *, task: LongVideoTask = LongVideoTa
   space = len(COLORS) * 3 * 2 * sum(range(task.min_slots, task.max_slots + 1))  # 4! arrangements
   if len(held_out) >= space:
     raise ValueError(f"test_size={test_size} holds out all {space} items of this task")
-  items = []
-  for index in range(num_items):
-    rng = _rng(split, seed, index)
-    item = sample_item(rng, task)
-    while item in held_out:
-      item = sample_item(rng, task)
-    items.append(item)
-  return items
+  return items_apart_from(num_items, lambda index: _rng(split, seed, index), lambda rng: sample_item(rng, task),
+                          held_out)
 
 
 def record(item: Item, video_path: str, task: LongVideoTask,
@@ -374,7 +369,7 @@ def write_split(path: str, split: str, num_items: int, *, task: LongVideoTask = 
   out = {"rl": os.path.join(path, f"{split}.json"), "cot": os.path.join(path, f"{split}_cot.json"),
          "seconds": 0.0, "items": items}
   params_path = os.path.join(path, f"{split}.params.json")
-  if reuse and _matches(params_path, params) and all(
+  if reuse and written_with(params_path, params) and all(
       os.path.isfile(os.path.join(path, f)) for f in [*names, out["rl"], out["cot"]]):
     return out
   start = time.perf_counter()
@@ -396,14 +391,6 @@ def write_split(path: str, split: str, num_items: int, *, task: LongVideoTask = 
     json.dump(params, f)
   out["seconds"] = time.perf_counter() - start
   return out
-
-
-def _matches(params_path: str, params: dict[str, Any]) -> bool:
-  try:
-    with open(params_path, encoding="utf-8") as f:
-      return json.load(f) == json.loads(json.dumps(params))
-  except (OSError, ValueError):
-    return False
 
 
 def text_corpus(task: LongVideoTask = LongVideoTask(), num_items: int = 256,

@@ -41,6 +41,7 @@ import numpy as np
 import PIL.Image
 
 from data_pipelines.tasks import omni_r1
+from data_pipelines.tasks.synthetic import items_apart_from, written_with
 
 COLORS = {"red": (230, 40, 40), "green": (40, 190, 60), "blue": (40, 90, 240), "yellow": (240, 220, 40)}
 SHAPES = ("square", "circle")
@@ -198,14 +199,8 @@ def split_items(split: str, num_items: int, *, task: ShapesTask = ShapesTask(), 
   if split == "test":
     return [sample_item(_rng("test", _TEST_SEED, i), task) for i in range(num_items)]
   held_out = {sample_item(_rng("test", _TEST_SEED, i), task) for i in range(test_size)}
-  items = []
-  for index in range(num_items):
-    rng = _rng(split, seed, index)
-    item = sample_item(rng, task)
-    while item in held_out:
-      item = sample_item(rng, task)
-    items.append(item)
-  return items
+  return items_apart_from(num_items, lambda index: _rng(split, seed, index), lambda rng: sample_item(rng, task),
+                          held_out)
 
 
 def teacher_answer(item: Item, teacher: str, task: ShapesTask, rng: np.random.Generator) -> str:
@@ -257,10 +252,8 @@ def write_split(path: str, split: str, num_items: int, *, task: ShapesTask = Sha
   items = split_items(split, num_items, task=task, seed=seed, test_size=test_size)
   out = {"dir": folder, "detail": os.path.join(folder, "detail.json"), "seconds": 0.0, "items": items}
   params_path = os.path.join(folder, "params.json")
-  if reuse and os.path.isfile(params_path):
-    with open(params_path, encoding="utf-8") as f:
-      if json.load(f) == json.loads(json.dumps(params)):
-        return out
+  if reuse and written_with(params_path, params):
+    return out
   started = time.perf_counter()
   frames = [f"{i:05d}" for i in range(task.num_frames)]
   videos, masks, detail = {}, {}, []

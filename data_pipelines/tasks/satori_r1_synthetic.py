@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from data_pipelines.tasks import satori_r1, tvr
+from data_pipelines.tasks.synthetic import items_apart_from, written_with
 
 SPLITS = ("train", "test")
 SHAPES = ("circle", "square", "triangle")
@@ -224,14 +225,8 @@ def split_items(split: str, num_items: int, *, task: SatoriTask = SatoriTask(), 
   if split == "test":
     return [sample_item(_rng("test", _TEST_SEED, i), task) for i in range(num_items)]
   held_out = {item.layout for item in split_items("test", test_size, task=task)}
-  items = []
-  for index in range(num_items):
-    rng = _rng(split, seed, index)
-    item = sample_item(rng, task)
-    while item.layout in held_out:
-      item = sample_item(rng, task)
-    items.append(item)
-  return items
+  return items_apart_from(num_items, lambda index: _rng(split, seed, index), lambda rng: sample_item(rng, task),
+                          held_out, key=lambda item: item.layout)
 
 
 def write_split(path: str, split: str, num_items: int, *, task: SatoriTask = SatoriTask(), seed: int = 0,
@@ -256,7 +251,7 @@ def write_split(path: str, split: str, num_items: int, *, task: SatoriTask = Sat
   names = [os.path.join("images", f"{split}_{i:05d}.png") for i in range(num_items)]
   out = {"path": os.path.join(path, f"{split}.jsonl"), "seconds": 0.0, "items": items}
   params_path = os.path.join(path, f"{split}.params.json")
-  if reuse and _matches(params_path, params) and all(
+  if reuse and written_with(params_path, params) and all(
       os.path.isfile(os.path.join(path, f)) for f in [*names, out["path"]]):
     return out
   start = time.perf_counter()
@@ -274,14 +269,6 @@ def write_split(path: str, split: str, num_items: int, *, task: SatoriTask = Sat
     json.dump(params, f)
   out["seconds"] = time.perf_counter() - start
   return out
-
-
-def _matches(params_path: str, params: dict[str, Any]) -> bool:
-  try:
-    with open(params_path, encoding="utf-8") as f:
-      return json.load(f) == json.loads(json.dumps(params))
-  except (OSError, ValueError):
-    return False
 
 
 def text_corpus(task: SatoriTask = SatoriTask(), num_items: int = 256, seed: int = 0) -> list[str]:
