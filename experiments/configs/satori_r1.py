@@ -21,14 +21,15 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   mean bbox IoU, caption score and format rate, and the mean reward; printed as a table at the end and
   saved in <workdir>/summary.json.
 
-Measured (seed 0; seeds 1 and 2 below; 2 CPU cores shared with other runs, load average 10-17):
+Measured (seed 0; seeds 1 and 2 below). On 2 quiet CPU cores the run takes 2 min 43 s (156 s by run.py's
+clock) and prints this table; the same table came out of a run on cores shared with other runs (888 s):
 
     stage     split            VQA_acc  bbox_IoU   caption    format    reward
     sft       held_out           0.240     0.123     0.555     1.000     1.919
-    grpo      held_out           0.850     0.030     0.514     1.000     2.393      (wall time 888 s under that load)
+    grpo      held_out           0.850     0.030     0.514     1.000     2.393 
 
 Seed 1: VQA 0.39 -> 0.91, seed 2: 0.36 -> 1.00 (703 s and 716 s of wall time under load; seed 2 used 304 CPU
-seconds in all; the quiet-machine wall time is not measured). RL gains its VQA points
+seconds in all). RL gains its VQA points
 by answering from the ringed region, not by writing its box: the SFT policy's boxes are nearly constant (IoU ~0.1)
 and GRPO lets them drift (IoU 0.03-0.07); the caption gets the colours, not the shapes.
 
