@@ -12,9 +12,8 @@ import json
 import os
 
 import data_pipelines
-from data_pipelines.tasks import embodied_r1_synthetic, xiangqi_r1
-from data_pipelines.tasks import letters, love_r1, love_r1_synthetic, satori_r1_synthetic, tvr
-from data_pipelines.tasks import omni_r1_synthetic
+from data_pipelines.tasks import (embodied_r1_synthetic, letters, love_r1, love_r1_synthetic, omni_r1_synthetic,
+                                  satori_r1_synthetic, tvr, xiangqi_r1)
 from r1jax import envs, processing, rewards
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.sampling import Sampler

@@ -199,10 +199,11 @@ class FrozenModel:
   def completion_logprobs(self, batch: dict[str, Any], *, temperature: float, pieces: int = 1,
                           logits_chunk: int = 0) -> np.ndarray:
     """float32 [rows, completion_len]: log-probs of a learner batch's completions under this model
-    (`learner_logprobs`), `rows / pieces` rows per device call."""
+    (`train.learner_batch.completion_logprobs`), `rows / pieces` rows per device call."""
+    from r1jax.train import learner_batch  # pylint: disable=g-import-not-at-top  (the trainer imports us)
     with sharding.use_mesh(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext():
-      return learner_logprobs(self.model, self.params, batch, mesh=self.mesh, rules=self.rules,
-                              temperature=temperature, pieces=pieces, logits_chunk=logits_chunk)
+      return learner_batch.completion_logprobs(self.model, self.params, batch, mesh=self.mesh, rules=self.rules,
+                                               temperature=temperature, pieces=pieces, logits_chunk=logits_chunk)
 
 
 def _count_bucket(n: int) -> int:
@@ -228,51 +229,6 @@ def _stop_ids(model, tokenizer) -> tuple[int, ...]:
     if isinstance(end, int) and end != getattr(tokenizer, "unk_token_id", None) and end < model.config.text.vocab_size:
       ids.append(end)
   return tuple(dict.fromkeys(int(i) for i in ids))
-
-
-# --------------------------------------------------------------------------- learner batches
-
-
-# Learner batch fields with one entry per row (split over the batch mesh axes), and those the
-# device never sees.
-PER_ROW = ("input_ids", "attention_mask", "positions", "completion_mask", "advantages", "old_logprobs",
-           "ref_logprobs", "sampler_logprobs", "loss_mask")
-HOST_ONLY = ("completion_ids", "prompt_lengths", "sequence_lengths", "image_counts", "video_counts", "turn_index",
-             "episode_failed")
-
-
-def place_learner_batch(model, batch: dict[str, Any], mesh, rules) -> dict[str, Any]:
-  """A learner batch on the mesh: per-row arrays split over the batch mesh axes; vision inputs,
-  every process's, replicated (as VisionGrids, `SequenceBuilder.device_vision`). Each row's vision
-  pad tokens are checked against its grids first: the jitted scatter of features cannot check them."""
-  from r1jax.train.sequences import SequenceBuilder  # pylint: disable=g-import-not-at-top  (the trainer imports us)
-  if model.config.is_multimodal:
-    models.vlm.check_row_feature_counts(model.config, batch["input_ids"], batch.get("image_grid_thw"),
-                                        batch.get("video_grid_thw"), batch.get("image_counts"),
-                                        batch.get("video_counts"))
-  builder = SequenceBuilder(model)
-  batch = builder.shared_vision(batch)
-  arrays = builder.device_vision({k: v for k, v in batch.items() if isinstance(v, np.ndarray) and k not in HOST_ONLY},
-                                 mesh, rules)
-  axes = {k: (1 if k == "positions" and np.ndim(v) == 3 else 0 if k in PER_ROW else None) for k, v in arrays.items()}
-  return sharding.shard_batch(arrays, mesh, rules, batch_axis=axes)
-
-
-def learner_logprobs(model, params, batch: dict[str, Any], *, mesh, rules, temperature: float, pieces: int = 1,
-                     logits_chunk: int = 0) -> np.ndarray:
-  """[rows, completion_len] log-probs of `batch`'s completions under `params`, computed `rows / pieces`
-  rows at a time (so the pass needs no more memory than an update of that many rows). On several
-  hosts: this process's rows."""
-  from r1jax.train import learner, rows  # pylint: disable=g-import-not-at-top  (the trainer imports us)
-  n = rows.num_rows(batch)
-  if n % pieces:
-    raise ValueError(f"{n} rows do not split into {pieces} log-prob passes (config.rl.mini_batches x "
-                     "config.optim.micro_batches)")
-  return np.concatenate([
-      sharding.process_rows(learner.completion_logprobs(model, params, place_learner_batch(
-          model, rows.take_rows(batch, np.arange(i * n // pieces, (i + 1) * n // pieces)), mesh, rules),
-                                                        temperature, logits_chunk), mesh, rules)
-      for i in range(pieces)])
 
 
 # --------------------------------------------------------------------------- loading

@@ -20,7 +20,7 @@ from r1jax.envs.runner import EpisodeRunner
 from r1jax.frozen_judge import FrozenModelJudge, PromptTemplate, parse_score, status_metrics
 from r1jax.rewards import judges
 from r1jax.sampling import SamplingControls
-from r1jax.train import learner, loop
+from r1jax.train import learner, learner_batch, loop
 from r1jax.train.config import default_config
 from tests.models.hf_fixtures import tiny_qwen2, tiny_qwen2_5_vl
 
@@ -103,7 +103,7 @@ def test_xla_sees_an_eighth_of_the_reference_params_per_device(text_policy, mesh
   reference = frozen.from_policy("reference", model, params, None, mesh=mesh, rules=rules)
   part = {k: v[:8] for k, v in batch.items()}
   with sharding.use_mesh(mesh, rules):
-    placed = frozen.place_learner_batch(model, part, mesh, rules)
+    placed = learner_batch.place(model, part, mesh, rules)
     analysis = learner.completion_logprobs.lower(model, reference.params, placed, 1.0).compile().memory_analysis()
   batch_bytes = sum(v.nbytes for v in part.values())
   assert analysis.argument_size_in_bytes < 0.2 * reference.param_bytes + batch_bytes, (

@@ -33,7 +33,7 @@ from r1jax import models
 from r1jax.errors import RunStoppedError
 from r1jax.tokenization import load_tokenizer
 from r1jax.train import config as config_lib
-from r1jax.train import interrupts, learner, optim, rows
+from r1jax.train import interrupts, learner, learner_batch, optim, rows
 from r1jax.sampling import Sampler, SamplingControls
 from r1jax.train.rollout import collect_rollout
 from r1jax.train.sequences import SequenceBuilder
@@ -391,8 +391,8 @@ class _Updater:
     self.builder = SequenceBuilder(model)
 
   def device_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-    """The learner batch on the mesh (`frozen_lib.place_learner_batch`)."""
-    return frozen_lib.place_learner_batch(self.model, batch, self.mesh, self.rules)
+    """The learner batch on the mesh (`learner_batch.place`)."""
+    return learner_batch.place(self.model, batch, self.mesh, self.rules)
 
   def logprob_options(self) -> dict[str, Any]:
     """How a learner batch's log-probs are computed (the policy's and the frozen reference's alike):
@@ -404,8 +404,8 @@ class _Updater:
 
   def completion_logprobs(self, params, batch: dict[str, Any]) -> np.ndarray:
     """[rows, completion_len] log-probs of `batch`'s completions under `params` (`logprob_options`)."""
-    return frozen_lib.learner_logprobs(self.model, params, batch, mesh=self.mesh, rules=self.rules,
-                                   **self.logprob_options())
+    return learner_batch.completion_logprobs(self.model, params, batch, mesh=self.mesh, rules=self.rules,
+                                             **self.logprob_options())
 
   def update(self, state, batch: dict[str, Any], grad_fn, train_step=None) -> tuple[Any, dict[str, Any], jax.Array]:
     """One optimizer update over `batch`, split into `optim.micro_batches` micro-batches.
