@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import sys
+import time
 import warnings
 from typing import IO, Mapping
 
@@ -47,8 +48,7 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     for path in (self.jsonl_path, os.path.join(workdir, "samples.jsonl")):
       _drop_records_after(path, initial_step)  # steps re-run after a resume are written again
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._tb = _EventFile(os.path.join(workdir, "tensorboard"))
     stream = sys.stderr if stream is None else stream
     if progress_bar and _is_terminal(stream):
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -62,9 +62,7 @@ class MetricWriter:
     clean = {k: float(v) for k, v in scalars.items()}
     _append_line(self.jsonl_path,
                  json.dumps({"step": step, **{k: (v if math.isfinite(v) else None) for k, v in clean.items()}}))
-    for key, value in clean.items():
-      if math.isfinite(value):
-        self._tb.add_scalar(key, value, step)
+    self._tb.add_scalars(step, {k: v for k, v in clean.items() if math.isfinite(v)})
     progress = {label: f"{clean[key]:.4g}" for label, key in PROGRESS_KEYS if key in clean}
     if self._bar is not None:
       self._bar.n = step
@@ -91,16 +89,61 @@ class MetricWriter:
       bar.close()
     tb, self._tb = self._tb, None
     if tb is not None:
-      try:
-        tb.close()
-      except OSError as e:  # e.g. a full disk: say so, without hiding the error that stopped the run
-        _log.warning("could not flush the TensorBoard events in %s: %s", self.workdir, e)
+      tb.close()
 
   def __enter__(self) -> "MetricWriter":
     return self
 
   def __exit__(self, *exc_info) -> None:
     self.close()
+
+
+class _EventFile:
+  """TensorBoard scalars, written and flushed in the calling thread, one event per written step.
+
+  Not tensorboardX's SummaryWriter: it hands events to a background thread through a bounded queue,
+  and when that thread dies on a write error (a full disk) the queue fills and the next `add_scalar`,
+  or `close()`, blocks forever. Here a failed write is reported once and ends TensorBoard output for
+  the run; `metrics.jsonl` stays the record (its own failed write stops the run).
+  """
+
+  def __init__(self, directory: str):
+    from tensorboardX.event_file_writer import EventsWriter  # pylint: disable=g-import-not-at-top
+    self.directory = directory
+    self._events = None
+    try:
+      os.makedirs(directory, exist_ok=True)
+      self._events = EventsWriter(os.path.join(directory, "events"))
+    except OSError as e:
+      self._fail(e)
+
+  def add_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    if self._events is None or not scalars:
+      return
+    from tensorboardX.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
+    values = [summary_pb2.Summary.Value(tag=key, simple_value=value) for key, value in scalars.items()]
+    event = event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=values))
+    try:
+      self._events.write_event(event)
+      self._events.flush()
+    except OSError as e:
+      self._fail(e)
+
+  def close(self) -> None:
+    events, self._events = self._events, None
+    if events is not None:
+      try:
+        events.close()
+      except OSError as e:
+        _log.warning("could not close the TensorBoard events in %s: %s", self.directory, e)
+
+  def _fail(self, error: OSError) -> None:
+    _log.warning("writing TensorBoard events in %s failed (%s); no more TensorBoard output for this run, "
+                 "metrics.jsonl goes on", self.directory, error)
+    events, self._events = self._events, None
+    if events is not None:
+      with contextlib.suppress(OSError):
+        events.close()
 
 
 def _is_terminal(stream) -> bool:
