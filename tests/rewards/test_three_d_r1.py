@@ -39,7 +39,8 @@ def test_perfect_answer_scores_one():
                        embedder=TableEmbedder({f"{ANSWER} box: [0, 0, 0, 2, 1, 1]": [1.0, 0.0],
                                                "The chair is red.": [2.0, 0.0]}))
   assert comps == {"format": 1.0, "perception": 1.0, "semantic": pytest.approx(1.0), "has_think": 1.0,
-                   "has_answer": 1.0, "num_boxes": 1.0, "malformed_boxes": 0.0, "embed_failed": 0.0}
+                   "has_answer": 1.0, "num_boxes": 1.0, "malformed_boxes": 0.0, "invalid_boxes": 0.0,
+                   "embed_failed": 0.0, "embed_error": 0.0, "embed_timeout": 0.0, "embed_invalid": 0.0}
   assert total == pytest.approx(1.0)
 
 
@@ -59,7 +60,7 @@ def test_format_parts(text, fmt):
 @pytest.mark.parametrize("boxes, perception", [
     (["[0, 0, 0, 2, 1, 1]"], 1.0),
     (["[1, 0, 0, 3, 1, 1]"], 1 / 3),                  # overlap 1, union 3
-    (["[2, 1, 1, 0, 0, 0]"], 1.0),                    # corners in either order
+    (["[2, 1, 1, 0, 0, 0]"], 0.0),                    # x2 < x1: an invalid box, IoU 0 (not an exception)
     (["[0, 0, 0, 2, 1, 1]", "[5, 5, 5, 6, 6, 6]"], 0.5),  # mean over predicted boxes
     (["[0, 0, 0, 1, 1, 1]"], 0.5),
     ([], 0.0),
@@ -116,7 +117,8 @@ def test_semantic_off_or_failing():
       raise RuntimeError("CUDA out of memory")
 
   total, comps = score(f"<think>{THINK}</think><answer>{ANSWER}</answer>", embedder=Broken())
-  assert comps["embed_failed"] == 1.0 and comps["semantic"] == 0.0 and total == pytest.approx(0.3)
+  assert comps["embed_failed"] == comps["embed_error"] == 1.0 and comps["semantic"] == 0.0
+  assert total == pytest.approx(0.3)
   embedder = TableEmbedder({})
   assert score("<answer> </answer>", embedder=embedder)[1]["semantic"] == 0.0 and embedder.calls == 0
 
@@ -167,3 +169,69 @@ def test_view_selection_rejects_bad_inputs():
     three_d_r1.view_scores([0.1] * 8, [0.1] * 8, [np.nan] * 8)
   with pytest.raises(ValueError, match="num_selected"):
     three_d_r1.select_views([0.1] * 8, [0.1] * 8, [0.1] * 8, num_selected=9)
+
+
+def test_invalid_box_is_counted_and_scores_zero():
+  _, comps = score("box: [2, 0, 0, 0, 1, 1] box: [0, 0, 0, 2, 1, 1]")
+  assert (comps["invalid_boxes"], comps["num_boxes"], comps["perception"]) == (1.0, 2.0, 0.5)
+
+
+def test_semantic_judge_embeds_a_rollout_in_one_call():
+  from r1jax import frozen_judge  # pylint: disable=g-import-not-at-top
+  embedder = TableEmbedder({ANSWER: [1.0, 0.0], "The chair is red.": [1.0, 0.0], "blue": [0.0, 1.0],
+                            "It is blue.": [0.6, 0.8]})
+  judge = three_d_r1.SemanticJudge(embedder)
+  texts = [f"<answer>{ANSWER}</answer>", "<answer>It is blue.</answer>", "<answer> </answer>", ANSWER]
+  truths = [TRUTH, {**TRUTH, "answer": ["blue", "The chair is red."]}, TRUTH, TRUTH]
+  contexts = [{"embedder": judge} for _ in texts]
+  metrics = frozen_judge.judge_rollout({"embedder": judge}, texts, truths, contexts)
+  assert embedder.calls == 1  # every sample's texts in one call
+  assert metrics["judge/embedder/ok"] == 3 and metrics["judge/embedder/missing"] == 1  # the empty answer
+  semantic = [three_d_r1.three_d_r1(t, g, **c).components["semantic"] for t, g, c in zip(texts, truths, contexts)]
+  assert semantic == pytest.approx([1.0, 0.8, 0.0, 1.0]) and embedder.calls == 1
+  # The same scores as embedding per sample.
+  assert semantic == pytest.approx([score(t, g, embedder=embedder)[1]["semantic"] for t, g in zip(texts, truths)])
+
+
+@pytest.mark.parametrize("embed, status", [
+    (lambda texts: (_ for _ in ()).throw(RuntimeError("device lost")), "error"),
+    (lambda texts: np.zeros((len(texts), 2)), "invalid"),
+    (lambda texts: np.ones((len(texts) + 1, 2)), "invalid"),  # a row too many
+])
+def test_semantic_judge_failure_is_a_status_in_the_components(embed, status):
+  class Embedder:
+    def embed(self, texts):
+      return embed(texts)
+
+  judge = three_d_r1.SemanticJudge(Embedder())
+  text = f"<think>{THINK}</think><answer>{ANSWER}</answer>"
+  (call,) = judge.judge_batch([judge.sample_item(text, TRUTH, {})])
+  assert call.status == status and judge.counts == {status: 1}
+  result = three_d_r1.three_d_r1(text, TRUTH, embedder=call)
+  assert result.components[f"embed_{status}"] == result.components["embed_failed"] == 1.0
+  assert result.components["semantic"] == 0.0 and result.total == pytest.approx(0.3)
+  assert status in result.info["embed_error"]
+
+
+def test_semantic_judge_timeout_is_a_status():
+  import time  # pylint: disable=g-import-not-at-top
+
+  class Slow:
+    def embed(self, texts):
+      time.sleep(2)
+      return np.ones((len(texts), 2))
+
+  calls = three_d_r1.SemanticJudge(Slow(), timeout_s=0.2).judge_batch([{"answer": "a", "references": ["b"]}] * 2)
+  assert [c.status for c in calls] == ["timeout", "timeout"]
+
+
+def test_semantic_judge_from_config_loads_minilm_on_the_default_device():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from r1jax.rewards import startup  # pylint: disable=g-import-not-at-top
+  context = startup.judge_context("three_d_r1", ml_collections.ConfigDict({"text_embedder": ""}))
+  judge = context["embedder"]
+  assert isinstance(judge, three_d_r1.SemanticJudge) and judge.embedder._encoder is not None  # loaded at start-up
+  close, far = judge.judge_batch([{"answer": "A chair stands beside the table.", "references": ["The chair is next "
+                                                                                                 "to the table."]},
+                                  {"answer": "Interest rates rose.", "references": ["The chair is next to the table."]}])
+  assert close.value[0] > far.value[0] + 0.3
