@@ -143,7 +143,8 @@ class FrozenModelJudge:
 
 def judge_rollout(judge_context: Mapping[str, Any] | None, completions: Sequence[str], ground_truths: Sequence[Any],
                   contexts: list[dict[str, Any]]) -> dict[str, float]:
-  """Runs each reward judge of `judge_context` that is a `FrozenModelJudge` with a `sample_item` once
+  """Runs each reward judge of `judge_context` that has `judge_batch` and a `sample_item` (a
+  `FrozenModelJudge`, `three_d_r1.SemanticJudge`) once
   over a rollout's reward samples, before they are scored, and puts each sample's `JudgeCall` in its
   context under the judge's key (in place; "missing" for a sample that needs no judgement). The
   reward reads it through `judges.call_judge` as if it had called the judge itself, so rewards stay
@@ -154,7 +155,8 @@ def judge_rollout(judge_context: Mapping[str, Any] | None, completions: Sequence
   """
   metrics = {}
   for key, judge in (judge_context or {}).items():
-    if not isinstance(judge, FrozenModelJudge) or judge.sample_item is None:
+    # A FrozenModelJudge, or any judge with the same two methods (3D-R1's batched embedder).
+    if not hasattr(judge, "judge_batch") or getattr(judge, "sample_item", None) is None:
       continue
     items, asked = [], []
     for index, (completion, truth, context) in enumerate(zip(completions, ground_truths, contexts)):

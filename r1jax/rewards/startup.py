@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from r1jax.errors import RunStoppedError
 from r1jax import frozen
-from r1jax.rewards import base, judges, xiangqi_engine
+from r1jax.rewards import base, three_d_r1, xiangqi_engine
 
 
 class MissingJudgeError(RunStoppedError):
@@ -23,7 +23,9 @@ class MissingJudgeError(RunStoppedError):
 
 # Context key -> builder from config.reward.
 _BUILDERS: dict[str, Callable[[Any], Any]] = {
-    "embedder": lambda reward_config: judges.resolve_text_embedder(reward_config.get("text_embedder", "")),
+    # 3D-R1's semantic term (its only user): the embedding model loaded at start-up on the default
+    # device and asked once per rollout (`three_d_r1.SemanticJudge`).
+    "embedder": lambda reward_config: three_d_r1.SemanticJudge.from_config(reward_config),
     # Fairy-Stockfish when installed, else the built-in searcher; never missing, it logs which.
     "xiangqi_judge": lambda reward_config: xiangqi_engine.default_judge(),
 }
