@@ -311,3 +311,238 @@ def scene_example(scene: Scene, qa_index: int, view_indices: Sequence[int], *,
       context={"view_indices": view_indices,
                "camera_to_world": scene.camera_to_world[view_indices],
                "intrinsics": scene.intrinsics})
+
+
+# --- Point-cloud scenes (ScanNet / ScanQA exports as .ply or .npy) and their rendered camera views ---
+#
+# 3D-R1 sees a scene as images rendered from its point cloud: candidate cameras around the scene (a
+# top, a front and a side camera, and `num_orbit` orbit cameras, all at 1.5 x the norm of the
+# scene's size from its centre, looking at the centre), of which the view selector
+# (r1jax/view_selection.py) keeps the best 4 for the question.
+
+# An empty, non-finite or flat cloud is bad media (skipped and counted under that reason); the
+# message says "degenerate point cloud".
+DEGENERATE_CLOUD = "degenerate point cloud"
+VIEW_DISTANCE = 1.5  # cameras stand 1.5 * ||scene size|| from the centre (issue 22)
+
+
+@dataclasses.dataclass(frozen=True)
+class PointCloud:
+  """A coloured point cloud. xyz: float32 [N, 3] (world units, z up); rgb: uint8 [N, 3]."""
+  xyz: np.ndarray
+  rgb: np.ndarray
+
+  @property
+  def center(self) -> np.ndarray:
+    """float64 [3]: the centre of the axis-aligned bounds."""
+    return (self.xyz.min(0).astype(np.float64) + self.xyz.max(0)) / 2
+
+  @property
+  def size(self) -> np.ndarray:
+    """float64 [3]: the extent of the axis-aligned bounds."""
+    return self.xyz.max(0).astype(np.float64) - self.xyz.min(0)
+
+
+def check_point_cloud(cloud: PointCloud, where: str) -> PointCloud:
+  """`cloud` if it can be rendered; else BadExampleError(BAD_MEDIA, "degenerate point cloud: ...")
+  naming `where` and why.
+
+  Degenerate: no points, shapes other than [N, 3], non-finite coordinates, or an extent of zero
+  on two or more axes (a point or a line: no camera distance or view of it makes sense)."""
+  if cloud.xyz.ndim != 2 or cloud.xyz.shape[1:] != (3,) or cloud.rgb.shape != cloud.xyz.shape:
+    raise errors.BadExampleError(errors.BAD_MEDIA, where, f"{DEGENERATE_CLOUD}: xyz {cloud.xyz.shape} / rgb {cloud.rgb.shape} are not "
+                                 "[N, 3] of the same N")
+  if not len(cloud.xyz):
+    raise errors.BadExampleError(errors.BAD_MEDIA, where, f"{DEGENERATE_CLOUD}: no points")
+  if not np.isfinite(cloud.xyz).all():
+    raise errors.BadExampleError(errors.BAD_MEDIA, where, f"{DEGENERATE_CLOUD}: "
+                                 f"{int((~np.isfinite(cloud.xyz)).any(1).sum())} points have non-finite coordinates")
+  if (cloud.size <= 1e-6).sum() >= 2:
+    raise errors.BadExampleError(errors.BAD_MEDIA, where, f"{DEGENERATE_CLOUD}: the points span {cloud.size.tolist()}: a point or a line")
+  return cloud
+
+
+def _rgb_uint8(rgb: np.ndarray, where: str) -> np.ndarray:
+  rgb = np.asarray(rgb)
+  if rgb.dtype.kind == "f":
+    if len(rgb) and np.nanmax(rgb) <= 1.0:  # colours stored in [0, 1]
+      rgb = rgb * 255.0
+    rgb = np.clip(np.nan_to_num(rgb), 0, 255).round()
+  elif len(rgb) and (rgb.min() < 0 or rgb.max() > 255):
+    raise errors.BadExampleError(errors.BAD_MEDIA, where, "rgb values outside 0..255")
+  return rgb.astype(np.uint8)
+
+
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+
+
+def _read_ply(path: str) -> PointCloud:
+  """The `vertex` element's x, y, z, red, green, blue of an ASCII or binary PLY (ScanNet's
+  *_vh_clean_2.ply layout); faces and other properties are ignored."""
+  with open(path, "rb") as f:
+    if f.readline().strip() != b"ply":
+      raise errors.BadExampleError(errors.BAD_MEDIA, path, "not a PLY file (no 'ply' magic line)")
+    fmt, elements = None, []  # elements: [name, count, [(property, dtype)]]
+    while True:
+      line = f.readline()
+      if not line:
+        raise errors.BadExampleError(errors.BAD_MEDIA, path, "PLY header has no end_header")
+      words = line.decode("ascii", "replace").split()
+      if not words or words[0] in ("comment", "obj_info"):
+        continue
+      if words[0] == "end_header":
+        break
+      if words[0] == "format":
+        fmt = words[1]
+      elif words[0] == "element":
+        elements.append([words[1], int(words[2]), []])
+      elif words[0] == "property" and elements:
+        if words[1] == "list":
+          elements[-1][2].append((words[-1], None))
+        else:
+          elements[-1][2].append((words[-1], _PLY_TYPES.get(words[1])))
+    names = [e[0] for e in elements]
+    if "vertex" not in names:
+      raise errors.BadExampleError(errors.MISSING_FIELD, path, "PLY has no 'vertex' element")
+    if names.index("vertex") != 0:
+      raise errors.BadExampleError(errors.BAD_MEDIA, path, "PLY 'vertex' must be the first element")
+    _, count, props = elements[0]
+    fields = dict(props)
+    missing = [k for k in ("x", "y", "z", "red", "green", "blue") if k not in fields]
+    if missing:
+      raise errors.BadExampleError(errors.MISSING_FIELD, path, f"PLY vertex lacks properties {missing}")
+    if any(t is None for _, t in props):
+      raise errors.BadExampleError(errors.BAD_MEDIA, path, "PLY vertex has a list or unknown property type")
+    if fmt == "ascii":
+      rows = [f.readline().split() for _ in range(count)]
+      try:
+        table = np.asarray(rows, np.float64).reshape(count, len(props))
+      except ValueError as e:
+        raise errors.BadExampleError(errors.BAD_MEDIA, path, f"PLY vertex rows are malformed: {e}") from e
+      column = {name: table[:, i] for i, (name, _) in enumerate(props)}
+    elif fmt in ("binary_little_endian", "binary_big_endian"):
+      order = "<" if fmt == "binary_little_endian" else ">"
+      dtype = np.dtype([(name, order + t) for name, t in props])
+      data = f.read(dtype.itemsize * count)
+      if len(data) < dtype.itemsize * count:
+        raise errors.BadExampleError(errors.BAD_MEDIA, path, f"PLY ends after {len(data) // dtype.itemsize} of "
+                                     f"{count} vertices")
+      table = np.frombuffer(data, dtype)
+      column = {name: table[name] for name, _ in props}
+    else:
+      raise errors.BadExampleError(errors.BAD_MEDIA, path, f"PLY format {fmt!r} is not ascii / binary")
+  xyz = np.stack([column[k] for k in "xyz"], 1).astype(np.float32)
+  rgb = np.stack([column[k] for k in ("red", "green", "blue")], 1)
+  return PointCloud(xyz, _rgb_uint8(rgb.astype(np.float64) if rgb.dtype.kind == "f" else rgb, path))
+
+
+def load_point_cloud(path: str) -> PointCloud:
+  """A scene's point cloud from `.npy` ([N, 6+] float: x, y, z, r, g, b, ...; colours in 0..255 or
+  0..1, as ScanQA / 3D-R1's preprocessed `*_vert.npy` or `*_aligned_vert.npy`) or `.ply` (ASCII
+  or binary, vertex x y z red green blue).
+
+  Raises:
+    BadExampleError: BAD_MEDIA (unreadable file), MISSING_FIELD (no colour columns), or
+    BAD_MEDIA 'degenerate point cloud' (see `check_point_cloud`), each naming the file.
+  """
+  if not os.path.isfile(path):
+    raise errors.BadExampleError(errors.BAD_MEDIA, path, "point cloud file does not exist")
+  if path.endswith(".ply"):
+    cloud = _read_ply(path)
+  elif path.endswith(".npy"):
+    try:
+      table = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+      raise errors.BadExampleError(errors.BAD_MEDIA, path, f"cannot read .npy: {e}") from e
+    if table.ndim != 2 or table.shape[1] < 6:
+      raise errors.BadExampleError(errors.MISSING_FIELD, path, f"expected [N, 6+] (x, y, z, r, g, b), got "
+                                   f"{table.shape}")
+    cloud = PointCloud(table[:, :3].astype(np.float32), _rgb_uint8(table[:, 3:6], path))
+  else:
+    raise errors.BadExampleError(errors.BAD_MEDIA, path, "point clouds are .ply or .npy files")
+  return check_point_cloud(cloud, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+  """A pinhole camera looking at `target` from `position`; `up` orients the image."""
+  name: str
+  position: tuple[float, float, float]
+  target: tuple[float, float, float]
+  up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+
+
+def candidate_cameras(cloud: PointCloud, num_orbit: int = 5, orbit_elevation_deg: float = 35.0) -> list[Camera]:
+  """Top, front (looking +y), side (looking -x) and `num_orbit` orbit cameras (evenly spread
+  azimuths at `orbit_elevation_deg`), all at VIEW_DISTANCE * ||size|| from the centre."""
+  center = cloud.center
+  radius = VIEW_DISTANCE * float(np.linalg.norm(cloud.size))
+  c = tuple(float(v) for v in center)
+  cams = [Camera("top", (c[0], c[1], c[2] + radius), c, up=(0.0, 1.0, 0.0)),
+          Camera("front", (c[0], c[1] - radius, c[2]), c),
+          Camera("side", (c[0] + radius, c[1], c[2]), c)]
+  elevation = np.deg2rad(orbit_elevation_deg)
+  for k in range(num_orbit):
+    azimuth = 2 * np.pi * (k + 0.5) / num_orbit
+    offset = radius * np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+                                np.sin(elevation)])
+    cams.append(Camera(f"orbit{k}", tuple(float(v) for v in center + offset), c))
+  return cams
+
+
+def project(xyz: np.ndarray, camera: Camera, image_size: int, fov_deg: float = 45.0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(pixel column, pixel row, depth) per point, each [N]; a point behind the camera gets depth <= 0."""
+  position, target = np.asarray(camera.position), np.asarray(camera.target)
+  forward = (target - position) / np.linalg.norm(target - position)
+  right = np.cross(forward, camera.up)
+  right /= np.linalg.norm(right)
+  up = np.cross(right, forward)
+  rel = xyz.astype(np.float64) - position
+  x, y, depth = rel @ right, rel @ up, rel @ forward
+  focal = (image_size / 2) / np.tan(np.deg2rad(fov_deg) / 2)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    col = np.floor(image_size / 2 + focal * x / depth)
+    row = np.floor(image_size / 2 - focal * y / depth)
+  return col, row, depth
+
+
+def render_view(cloud: PointCloud, camera: Camera, image_size: int = 56, fov_deg: float = 45.0,
+                background: tuple[int, int, int] = (0, 0, 0)) -> tuple[np.ndarray, float]:
+  """(uint8 [image_size, image_size, 3] image, coverage) of `cloud` seen by `camera`.
+
+  Each point paints one pixel; the nearest point of a pixel wins (a z-buffer). Coverage is the
+  fraction of the cloud's points that are seen: inside the image and within 2% of the scene's
+  diagonal of their pixel's nearest depth (so a surface's own points count, hidden ones do not).
+  Deterministic: ties in depth go to the lower point index.
+  """
+  col, row, depth = project(cloud.xyz, camera, image_size, fov_deg)
+  inside = (depth > 0) & (col >= 0) & (col < image_size) & (row >= 0) & (row < image_size)
+  image = np.empty((image_size, image_size, 3), np.uint8)
+  image[:] = background
+  if not inside.any():
+    return image, 0.0
+  index = np.flatnonzero(inside)
+  pixel = (row[index] * image_size + col[index]).astype(np.int64)
+  order = np.lexsort((index, depth[index]))  # nearest first, then by point index
+  first_pixel, first = np.unique(pixel[order], return_index=True)
+  nearest = index[order[first]]
+  image.reshape(-1, 3)[first_pixel] = cloud.rgb[nearest]
+  zbuffer = np.full(image_size * image_size, np.inf)
+  zbuffer[first_pixel] = depth[nearest]
+  tolerance = 0.02 * float(np.linalg.norm(cloud.size))
+  seen = depth[index] <= zbuffer[pixel] + tolerance
+  return image, float(seen.sum()) / len(cloud.xyz)
+
+
+def visible_boxes(cloud_cameras: Sequence[Camera], boxes: Sequence[Sequence[float]], image_size: int,
+                  fov_deg: float = 45.0) -> np.ndarray:
+  """bool [num_cameras, num_boxes]: the box's centre projects inside the camera's image, in front."""
+  centers = np.asarray([[(b[k] + b[k + 3]) / 2 for k in range(3)] for b in boxes], np.float64).reshape(-1, 3)
+  out = np.zeros((len(cloud_cameras), len(centers)), bool)
+  for v, camera in enumerate(cloud_cameras):
+    col, row, depth = project(centers, camera, image_size, fov_deg)
+    out[v] = (depth > 0) & (col >= 0) & (col < image_size) & (row >= 0) & (row < image_size)
+  return out
