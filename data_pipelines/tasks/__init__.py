@@ -14,8 +14,11 @@
 * 'embodied_r1' (embodied_r1.py, embodied_r1_dataset.py): Embodied-Points-200K Parquet rows
   (pointing, free space, visual traces, spatial QA), or the synthetic tabletop task of
   embodied_r1_synthetic.py in the same row layout.
+* 'infigui_r1' (infigui_r1.py, infigui_r1_dataset.py): AndroidControl episodes (one example per
+  step) and ScreenSpot rows; infigui_r1_synthetic.py writes a synthetic GUI world in that layout.
 """
 from data_pipelines.tasks import embodied_r1_dataset  # noqa: F401  (registers)
+from data_pipelines.tasks import infigui_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import letters, love_r1_dataset, satori_r1_dataset, tvr_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import omni_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import xiangqi_r1_dataset  # noqa: F401  (registers)
