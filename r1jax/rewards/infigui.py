@@ -25,6 +25,8 @@ Context keys (all optional):
   task_type: as above, when the ground truth lacks it.
   width, height: original screenshot size.
   resized_height, resized_width: the model-input size, when the processor passes it.
+  resized_image_sizes: the data pipeline's [(height, width)] of the images it fed the model; the
+    first one is the model-input size when resized_height / resized_width are absent.
   min_pixels, max_pixels: otherwise the resized size is `smart_resize` with these limits.
     Defaults 56*56 and 6400*28*28, the values of InfiGUI-R1's AndroidControl evaluation.
   subgoal_judge: callable `(subgoal: str, ground_truth) -> rating` in [1, 10]. Without it the
@@ -63,6 +65,9 @@ Choices:
   * Distances are measured in original pixels against 0.04 * max(W, H) of the original image;
     the evaluation code measures in resized pixels against the resized size. The two agree up to
     smart_resize's rounding of the aspect ratio.
+  * A click or long press outside the screenshot (x outside [0, W] or y outside [0, H] of the
+    model-input image) never matches, even where the 1.2x enlarged box of an element at the
+    screen's edge reaches past it: no device accepts such a tap.
   * An empty predicted or ground-truth text never matches (an empty string is a substring of
     everything, which would reward typing nothing).
   * Clicking an app icon when the step is `open` counts as a type mismatch (the evaluation code
@@ -177,15 +182,36 @@ def _payload(task: str, tool_call: str | None, answer: str | None) -> Any:
   return answer.strip() if answer is not None and answer.strip() else None
 
 
+def _with_pipeline_size(context: Mapping[str, Any]) -> Mapping[str, Any]:
+  """The context with `resized_height` / `resized_width` taken from the data pipeline's
+  `resized_image_sizes[0]` (the size the model saw) when it has no explicit ones."""
+  sizes = context.get("resized_image_sizes")
+  if "resized_height" in context or not isinstance(sizes, (list, tuple)) or not sizes:
+    return context
+  size = sizes[0]
+  if not isinstance(size, (list, tuple)) or len(size) != 2:
+    return context
+  return {**context, "resized_height": size[0], "resized_width": size[1]}
+
+
 class _Frame:
   """Maps predicted coordinates from resized-input pixels to original pixels for one sample."""
 
   def __init__(self, ground_truth: Mapping[str, Any], context: Mapping[str, Any]):
-    self.image = parsing.image_frame(ground_truth, context, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS)
+    self.image = parsing.image_frame(ground_truth, _with_pipeline_size(context), DEFAULT_MIN_PIXELS,
+                                     DEFAULT_MAX_PIXELS)
     self.hw = None if self.image is None else self.image.original_hw
 
   def to_original(self, coords: Any) -> list[float] | None:
     return None if self.image is None or coords is None else self.image.to_original(coords).tolist()
+
+  def off_screen(self, point: Any) -> bool:
+    """Whether a predicted point (resized-input pixels) lies outside the screenshot."""
+    point = _point(point)
+    if point is None or self.image is None:
+      return False
+    height, width = self.image.resized_hw
+    return not (0 <= point[0] <= width and 0 <= point[1] <= height)
 
 
 def _point(value: Any) -> tuple[float, float] | None:
@@ -203,7 +229,7 @@ def _text(value: Any) -> str:
 
 def _click_matches(pred_args: Mapping[str, Any], truth: Mapping[str, Any], frame: _Frame) -> bool:
   click = frame.to_original(_point(pred_args.get("coordinate")))
-  if click is None:
+  if click is None or frame.off_screen(pred_args.get("coordinate")):
     return False
   for box in parsing.parse_boxes(truth.get("candidate_bbox")) or []:
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -315,7 +341,9 @@ def infigui_reward(completion: str, ground_truth: Mapping[str, Any], **context: 
     think, tool_call, wrapped_tool_call, answer = structure.groups()
     payload = _payload(task, tool_call if tool_call is not None else wrapped_tool_call, answer)
   fmt = float(payload is not None)
-  accuracy, components, info = 0.0, {}, {"task_type": task}
+  accuracy, info = 0.0, {"task_type": task}
+  # An action step always reports its components (0 when the format fails), so a batch's means exist.
+  components = dict.fromkeys(("type", "param", "subgoal", "judge_failed"), 0.0) if task == "action" else {}
   if fmt:
     accuracy, components, extra = _accuracy(task, payload, truth, think, context)
     info.update(extra)

@@ -163,3 +163,34 @@ def test_malformed_ground_truth_names_the_field(truth, error, field):
   # Each used to score as a wrong answer (or a miss) on every completion.
   with pytest.raises(error, match=f"infigui: ground_truth.*{field}"):
     infigui.infigui_reward(_call({"action": "click", "coordinate": [1, 1]}), truth)
+
+
+def test_malformed_tool_call_scores_format_zero():
+  for completion in ("<think>x</think><tool_call>{\"name\": \"mobile_use\", \"arguments\": {\"action\": \"click\"",
+                     "<think>x</think><tool_call>{'name': 'mobile_use', 'arguments': [1, 2]}</tool_call>",
+                     "<think>x</think><tool_call>not json</tool_call>",
+                     "<tool_call>" + json.dumps({"name": "mobile_use", "arguments": {"action": "click"}}) + "</tool_call>"):
+    result = infigui.infigui_reward(completion, CLICK)
+    assert result.total == 0 and result.components["format"] == 0
+    assert result.components["param"] == 0 and result.components["type"] == 0  # reported, as 0
+
+
+def test_click_off_screen_scores_no_params():
+  # A box at the screen's left edge: its 1.2x enlargement reaches x = -20, and (-10, 300) is inside it.
+  edge = dict(CLICK, candidate_bbox=[[0, 200, 200, 400]], coordinate=[100, 300])
+  inside = infigui.infigui_reward(_call({"action": "click", "coordinate": _resized(5, 300)}), edge)
+  assert inside.components["param"] == 1
+  off = infigui.infigui_reward(_call({"action": "click", "coordinate": _resized(-10, 300)}), edge)
+  assert off.components["format"] == 1 and off.components["type"] == 1 and off.components["param"] == 0
+  below = infigui.infigui_reward(_call({"action": "long_press", "coordinate": [500, 99999]}),
+                                 dict(edge, action="long_press"))
+  assert below.components["param"] == 0
+
+
+def test_pipeline_resized_size_maps_coordinates():
+  # The pipeline fed the model a 546 x 1204 image (half size): a click at (100, 150) there is (200, 300).
+  context = {"resized_image_sizes": [(1204, 546)]}
+  hit = infigui.infigui_reward(_call({"action": "click", "coordinate": [100, 150]}), CLICK, **context)
+  assert hit.components["param"] == 1
+  # Without the context the same pixels are read in the 1092 x 2408 frame: (100, 150) is off target.
+  assert infigui.infigui_reward(_call({"action": "click", "coordinate": [100, 150]}), CLICK).components["param"] == 0
