@@ -18,6 +18,13 @@ video at random per item; r1jax visits each once per epoch). A record's frames: 
 `max_frames`) picked with linspace over the video's frames (the released loader draws F in
 [min_frames, max_frames]; r1jax fixes it so shapes stay static), shown as a 2 fps video.
 
+Time labels (`time_labels`, an r1jax option for small models): the frames become one-second clips
+(two frames each, one temporal patch), each followed by its start second as text ("0s", "1s",
+...), so a frame's time is read from the prompt (after the clip, the label's own token can attend
+to the clip just before it, and an answer can copy the label whose clip shows the target). Qwen2.5-VL and Qwen2.5-Omni carry absolute time
+in their rotary positions (MRoPE / TMRoPE), which a tiny model trained for minutes does not learn to
+read (as LOVE-R1's default draws a clock band for its stamped timestamps).
+
 Ground truth (what r1jax.rewards.omni_r1 reads): `bboxs` [num_obj, F, 4] in original pixels, from
 the masks of the expression's first `max_objects` anno_ids (the released `select_number`, default
 1; it picks them at random), `[-1, -1, -1, -1]` where the object is absent; boxes are
@@ -89,6 +96,17 @@ def detail_messages(description: str) -> list[dict[str, Any]]:
   from r1jax.rewards import omni_r1 as reward  # pylint: disable=g-import-not-at-top  (see the docstring)
 
   return reward.detail_messages(description)
+
+
+def clip_label(seconds: float) -> str:
+  """The text after a time-labelled clip: its start second ("3s")."""
+  return f"{int(seconds)}s"
+
+
+def time_labelled_clips(num_frames: int) -> list[tuple[int, int]]:
+  """[start, stop) frame ranges of the one-second clips (2 frames at FPS; a last odd frame alone)."""
+  step = int(FPS)
+  return [(start, min(start + step, num_frames)) for start in range(0, num_frames, step)]
 
 
 def time_text(seconds: float) -> str:
@@ -282,8 +300,11 @@ def _boxes(fields: dict[str, Any], indices: list[int], hw: tuple[int, int], base
 def to_example(raw: RawRecord, *, mode: str = "rl", max_frames: int = 24, max_objects: int = 1,
                policy_max_pixels: int = 128 * 28 * 28, policy_min_pixels: int = 0,
                detail_max_pixels: int = 28 * 28 * 1280, detail_min_pixels: int = 56 * 56,
-               prompt_style: str = "released") -> Example:
+               prompt_style: str = "released", time_labels: bool = False) -> Example:
   """One (video, expression) record → the global system's Example (see the module docstring).
+
+  With `time_labels`, the frames are one-second clips (two frames: one temporal patch of
+  Qwen2.5-VL), each followed by its start time as text (`clip_label`), instead of one video.
 
   Raises:
     BadExampleError: MISSING_FIELD / BAD_RECORD / BAD_MEDIA naming the record and the field.
@@ -315,16 +336,23 @@ def to_example(raw: RawRecord, *, mode: str = "rl", max_frames: int = 24, max_ob
     response = fields.get("answer")
     if not isinstance(response, str) or not response:
       raise _bad(errors.MISSING_FIELD, where, "answer", "SFT needs the expression's 'answer' (a teacher completion)")
-  messages = [{"role": "user", "content": [{"type": "video"},
-                                           {"type": "text", "text": global_prompt(expression, len(paths),
-                                                                                  prompt_style)}]}]
-  sampling = VideoSampling(num_frames=len(paths), fps=None, max_frames=len(paths), max_pixels=policy_max_pixels,
-                           min_pixels=min(policy_min_pixels or policy_max_pixels, policy_max_pixels))
+  prompt = {"type": "text", "text": global_prompt(expression, len(paths), prompt_style)}
+  clips = time_labelled_clips(len(paths)) if time_labels else [(0, len(paths))]
+  content = []
+  for start, stop in clips:  # the label after its clip: the label's token reads the clip just before it
+    content.append({"type": "video"})
+    content += [{"type": "text", "text": clip_label(start / FPS)}] if time_labels else []
+  messages = [{"role": "user", "content": content + [prompt]}]
+  min_pixels = min(policy_min_pixels or policy_max_pixels, policy_max_pixels)
+  videos = [VideoRef(FrameSequence(paths[start:stop], FPS),
+                     sampling=VideoSampling(num_frames=stop - start, fps=None, max_frames=stop - start,
+                                            max_pixels=policy_max_pixels, min_pixels=min_pixels))
+            for start, stop in clips]
   ground_truth = {"answer": response, "bboxs": boxes, "expression": expression}
   context = {"frames": list(paths), "frame_hw": list(hw), "detail_min_pixels": detail_min_pixels,
              "detail_max_pixels": detail_max_pixels, "expression": expression}
   return Example(id=f"{fields['video']}/{fields['exp_id']}", where=where, messages=messages,
-                 videos=[VideoRef(FrameSequence(paths, FPS), sampling=sampling)], ground_truth=ground_truth,
+                 videos=videos, ground_truth=ground_truth,
                  data_type="video", response=response, context=context)
 
 

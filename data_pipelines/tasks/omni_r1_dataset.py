@@ -6,6 +6,7 @@
     config.data.with_detail = True     # mode 'sft': the detail records too (one model learns both
                                        # systems; the frozen reference is then the detail system)
     config.data.max_frames = 24        # frames the policy sees (linspace over the video)
+    config.data.time_labels = False    # True: one-second clips, each followed by its start second as text
     config.data.policy_max_pixels = 128 * 28 * 28   # per policy frame (the paper's)
     config.data.detail_max_pixels = 28 * 28 * 1280  # the detail model's keyframe (Qwen2.5-VL's default)
 
@@ -26,6 +27,7 @@ from data_pipelines.registry import DatasetSpec, register_dataset
 from data_pipelines.tasks import omni_r1, omni_r1_synthetic
 
 OPTIONS = dict(mode="rl", expressions="", with_detail=False, max_frames=24, max_objects=1, prompt_style="released",
+               time_labels=False,
                policy_max_pixels=128 * 28 * 28, policy_min_pixels=0, detail_max_pixels=28 * 28 * 1280,
                detail_min_pixels=56 * 56,
                # The synthetic task (omni_r1_synthetic.py), written on first use into synthetic_dir.
@@ -63,6 +65,7 @@ def build_omni_r1(cfg: DataConfig) -> DatasetSpec:
       omni_r1.to_example, mode=options["mode"], max_frames=options["max_frames"],
       max_objects=options["max_objects"], policy_max_pixels=options["policy_max_pixels"],
       policy_min_pixels=options["policy_min_pixels"], prompt_style=options["prompt_style"],
+      time_labels=bool(options["time_labels"]),
       **{f"detail_{k}": v for k, v in detail_bounds.items()})
   if not with_detail:
     return DatasetSpec(source=expressions, to_example=to_example)

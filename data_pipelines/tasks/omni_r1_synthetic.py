@@ -299,6 +299,7 @@ def text_corpus(task: ShapesTask = ShapesTask(), num_items: int = 256, seed: int
       texts.append(omni_r1.detail_messages(shape.description)[0]["content"][1]["text"])
       x, y = shape.start[0] * task.grid, shape.start[1] * task.grid
       texts.append(omni_r1.box_text([x, y, x + task.object_size - 1, y + task.object_size - 1]))
+  texts += [omni_r1.clip_label(second) for second in range(task.num_frames // int(omni_r1.FPS) + 1)]
   for x in range(0, task.frame_size, task.grid // 2):  # every coordinate a box may take
     texts.append(omni_r1.box_text([x, x, x + task.object_size - 1, x + task.object_size - 1]))
   return texts

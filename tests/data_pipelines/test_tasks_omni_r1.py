@@ -61,6 +61,19 @@ def test_revos_record_becomes_the_global_prompt_with_per_frame_boxes():
   assert reward.omni_r1(text, example.ground_truth).components["keyframe_hit"] == 1.0
 
 
+def test_time_labels_make_one_second_clips_each_followed_by_its_start_second():
+  example = omni_r1.to_example(omni_r1.ExpressionSource(REVOS)[0], max_frames=5, policy_max_pixels=56 * 56,
+                               time_labels=True)
+  content = example.messages[0]["content"]
+  assert content[:-1] == [{"type": "video"}, {"type": "text", "text": "0s"}, {"type": "video"},
+                          {"type": "text", "text": "1s"}, {"type": "video"}, {"type": "text", "text": "2s"}]
+  assert "[the red square moving right]" in content[-1]["text"]
+  # Frames 0-1, 2-3 and the last one alone; the reward and the detail step still index all five frames.
+  assert [len(v.source.paths) for v in example.videos] == [2, 2, 1]
+  assert [p for v in example.videos for p in v.source.paths] == example.context["frames"]
+  assert np.asarray(example.ground_truth["bboxs"]).shape == (1, 5, 4)
+
+
 def test_frames_are_picked_uniformly_up_to_max_frames():
   assert omni_r1.frame_indices(6, 4) == [0, 1, 3, 5]
   example = omni_r1.to_example(omni_r1.ExpressionSource(REVOS)[0], max_frames=4)
