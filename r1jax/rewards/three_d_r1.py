@@ -25,7 +25,8 @@ Context:
     model on the run's device, one call per rollout); the paper's CLIP ViT-B/32 text tower is
     replaced by all-MiniLM-L6-v2 (a sentence model trained for exactly this similarity, 22M params).
   embed_timeout_s: time limit of the embedding call (default `judges.DEFAULT_EMBED_TIMEOUT_S`).
-Components: format, perception, semantic, has_think, has_answer, num_boxes (predicted boxes
+Components: format, perception, semantic, answer_match (logged, not in the total: the answer
+equals a reference after ScanQA's exact-match normalisation, `normalise_answer`), has_think, has_answer, num_boxes (predicted boxes
 scored), malformed_boxes (`box: [...]` matches that are not 6 finite numbers), invalid_boxes
 (boxes with a max corner below the min corner), the embedding judge's status: embed_error,
 embed_timeout, embed_invalid (one of them 1 when the call failed) and embed_failed (their sum).
@@ -143,6 +144,17 @@ def _references(ground_truth: Mapping[str, Any]) -> list[str]:
   return [str(ref) for ref in schema.answer_values("three_d_r1", answer)]
 
 
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+def normalise_answer(text: str) -> str:
+  """ScanQA's exact-match normalisation of an answer: the `box: [...]` parts removed, lower case,
+  punctuation and articles dropped, whitespace collapsed."""
+  text = _BOX.sub(" ", text).lower()
+  return " ".join(_ARTICLES.sub(" ", _PUNCTUATION.sub(" ", text)).split())
+
+
 def semantic_texts(completion: str, ground_truth: Mapping[str, Any]) -> tuple[str, list[str]]:
   """(the answer the semantic term embeds: the `<answer>` text, else the whole completion, stripped;
   the reference answers). Raises naming the field when `answer` is missing or malformed."""
@@ -181,7 +193,9 @@ def three_d_r1(completion: str, ground_truth: Mapping[str, Any], **context: Any)
     elif call.failed:
       info["embed_error"] = f"{call.status}: {call.error}"
 
-  comps = {"format": fmt, "perception": perception, "semantic": semantic, "has_think": float(has_think),
+  comps = {"format": fmt, "perception": perception, "semantic": semantic,
+           "answer_match": float(bool(answer) and normalise_answer(answer) in {normalise_answer(r) for r in references}),
+           "has_think": float(has_think),
            "has_answer": float(has_answer), "num_boxes": float(len(predicted)), "malformed_boxes": float(malformed),
            "invalid_boxes": float(invalid),
            "embed_failed": float(status in (JUDGE_ERROR, JUDGE_TIMEOUT, JUDGE_INVALID)),

@@ -38,7 +38,8 @@ def test_perfect_answer_scores_one():
   total, comps = score(f"<think>{THINK}</think><answer>{ANSWER} box: [0, 0, 0, 2, 1, 1]</answer>",
                        embedder=TableEmbedder({f"{ANSWER} box: [0, 0, 0, 2, 1, 1]": [1.0, 0.0],
                                                "The chair is red.": [2.0, 0.0]}))
-  assert comps == {"format": 1.0, "perception": 1.0, "semantic": pytest.approx(1.0), "has_think": 1.0,
+  assert comps == {"format": 1.0, "perception": 1.0, "semantic": pytest.approx(1.0), "answer_match": 1.0,
+                   "has_think": 1.0,
                    "has_answer": 1.0, "num_boxes": 1.0, "malformed_boxes": 0.0, "invalid_boxes": 0.0,
                    "embed_failed": 0.0, "embed_error": 0.0, "embed_timeout": 0.0, "embed_invalid": 0.0}
   assert total == pytest.approx(1.0)
@@ -235,3 +236,10 @@ def test_semantic_judge_from_config_loads_minilm_on_the_default_device():
                                                                                                  "to the table."]},
                                   {"answer": "Interest rates rose.", "references": ["The chair is next to the table."]}])
   assert close.value[0] > far.value[0] + 0.3
+
+
+@pytest.mark.parametrize("answer, match", [("The chair is red.", 1.0), ("the chair is red, box: [0, 0, 0, 1, 1, 1]", 1.0),
+                                           ("chair is  RED", 1.0), ("The chair is blue.", 0.0), ("", 0.0)])
+def test_answer_match_is_scanqa_exact_match_without_the_box(answer, match):
+  _, comps = score(f"<answer>{answer}</answer>", embedder=None)
+  assert comps["answer_match"] == match
