@@ -15,6 +15,7 @@ import data_pipelines
 from data_pipelines.tasks import (embodied_r1_synthetic, letters, love_r1, love_r1_synthetic, omni_r1_synthetic,
                                   satori_r1_synthetic, tvr, xiangqi_r1)
 from data_pipelines.tasks import infigui_r1_synthetic
+from data_pipelines.tasks import three_d_r1_synthetic
 from r1jax import envs, processing, rewards
 from r1jax.envs.observations import ObservationEncoder
 from r1jax.sampling import Sampler
@@ -30,6 +31,7 @@ TOKENIZER_CORPORA = {
     "satori_r1": lambda: satori_r1_synthetic.text_corpus(),
     "omni_r1": lambda: omni_r1_synthetic.text_corpus(),
     "infigui_r1": lambda: infigui_r1_synthetic.text_corpus(),
+    "three_d_r1": lambda: three_d_r1_synthetic.text_corpus(),
 }
 
 

@@ -16,11 +16,15 @@
   embodied_r1_synthetic.py in the same row layout.
 * 'infigui_r1' (infigui_r1.py, infigui_r1_dataset.py): AndroidControl episodes (one example per
   step) and ScreenSpot rows; infigui_r1_synthetic.py writes a synthetic GUI world in that layout.
+* 'three_d_r1' (three_d_r1.py, three_d_r1_dataset.py): ScanQA / ScanRefer / Scene-30K records over
+  point-cloud scenes, rendered into views chosen by 3D-R1's view selector; three_d_r1_synthetic.py
+  writes synthetic rooms of coloured boxes in those layouts.
 """
 from data_pipelines.tasks import embodied_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import infigui_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import letters, love_r1_dataset, satori_r1_dataset, tvr_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import omni_r1_dataset  # noqa: F401  (registers)
+from data_pipelines.tasks import three_d_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import xiangqi_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks.tvr import TvrTask, generate_example, text_corpus  # noqa: F401
 from data_pipelines.tasks.tvr_dataset import TvrSource, write_split  # noqa: F401
