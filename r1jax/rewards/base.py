@@ -40,14 +40,18 @@ class RewardFn(Protocol):
 
 _REGISTRY: dict[str, RewardFn] = {}
 _REQUIRED_JUDGES: dict[str, tuple[str, ...]] = {}
+_OPTIONAL_JUDGES: dict[str, tuple[str, ...]] = {}
 
 
-def register(name: str, *, judges: tuple[str, ...] = ()) -> Callable[[RewardFn], RewardFn]:
+def register(name: str, *, judges: tuple[str, ...] = (),
+             optional_judges: tuple[str, ...] = ()) -> Callable[[RewardFn], RewardFn]:
   """Decorator registering a reward function under `name`.
 
   `judges` names the context keys of the judges the reward cannot score without (e.g. 3D-R1's
   "embedder"); the trainer builds them at start-up (`judges.judge_context`) and stops with an error
   saying how to provide one that is missing, instead of scoring every sample without it.
+  `optional_judges` names judges the reward scores without (a term is then 0, e.g. InfiGUI-R1's
+  sub-goal judge): provided ones are passed in the same way, a missing one is said at start-up.
   """
 
   def wrap(fn: RewardFn) -> RewardFn:
@@ -55,6 +59,7 @@ def register(name: str, *, judges: tuple[str, ...] = ()) -> Callable[[RewardFn],
       raise ValueError(f"reward {name!r} is registered twice")
     _REGISTRY[name] = fn
     _REQUIRED_JUDGES[name] = tuple(judges)
+    _OPTIONAL_JUDGES[name] = tuple(optional_judges)
     return fn
 
   return wrap
@@ -64,6 +69,12 @@ def required_judges(name: str) -> tuple[str, ...]:
   """The judge context keys that the reward registered as `name` requires."""
   get(name)
   return _REQUIRED_JUDGES[name]
+
+
+def optional_judges(name: str) -> tuple[str, ...]:
+  """The judge context keys that the reward registered as `name` uses when they are provided."""
+  get(name)
+  return _OPTIONAL_JUDGES[name]
 
 
 def get(name: str) -> RewardFn:

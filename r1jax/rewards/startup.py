@@ -10,12 +10,14 @@ build from config (an LLM judge behind a client the user writes) is passed in th
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping
 
 from r1jax.errors import RunStoppedError
 from r1jax import frozen
 from r1jax.rewards import base, three_d_r1, xiangqi_engine
 
+_log = logging.getLogger(__name__)
 
 class MissingJudgeError(RunStoppedError):
   """A reward requires a judge that is neither provided nor buildable from the config."""
@@ -53,10 +55,15 @@ def judge_context(reward_name: str, reward_config, provided: Mapping[str, Any] |
   recipe, the judge and how to provide it when one cannot be had."""
   provided = dict(provided or {})
   out = {}
+  for key in base.optional_judges(reward_name):  # used when provided; without one its term is 0, said here once
+    if key in provided:
+      out[key] = _from_provided(key, provided[key], reward_config)
+    else:
+      _log.warning("reward %r: no %r judge (neither config.frozen.%s.init_from nor one passed in): its term "
+                   "scores 0 in this run", reward_name, key, key)
   for key in base.required_judges(reward_name):
     if key in provided:
-      judge, builder = provided[key], _FROZEN_BUILDERS.get(key)
-      out[key] = builder(judge, reward_config) if builder is not None and isinstance(judge, frozen.FrozenModel) else judge
+      out[key] = _from_provided(key, provided[key], reward_config)
       continue
     builder = _BUILDERS.get(key)
     if builder is None:
@@ -68,3 +75,9 @@ def judge_context(reward_name: str, reward_config, provided: Mapping[str, Any] |
     except (FileNotFoundError, ValueError) as e:
       raise MissingJudgeError(f"reward {reward_name!r} requires the judge {key!r}: {e}") from e
   return out
+
+
+def _from_provided(key: str, judge: Any, reward_config) -> Any:
+  """A provided judge as the reward gets it: a frozen model through its recipe's builder, if any."""
+  builder = _FROZEN_BUILDERS.get(key)
+  return builder(judge, reward_config) if builder is not None and isinstance(judge, frozen.FrozenModel) else judge
