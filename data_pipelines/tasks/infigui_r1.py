@@ -32,7 +32,8 @@ levels of instruction), and the ground truth is action i in r1jax/rewards/infigu
     navigate_back / home action "system_button", button "Back" / "Home"
     wait                 action "wait"
 
-plus width / height (the screenshot's), task_type "action", episode_id, step. Choice: the swipe
+plus width / height (the screenshot's), task_type "action", episode_id, step, goal and instruction
+(what the sub-goal judge is shown). Choice: the swipe
 direction is AndroidControl's scroll direction as stored (the direction the content is scrolled
 towards); a model answering with coordinate / coordinate2 is scored on the finger's direction,
 so the prompt asks for `direction` (see the config's follow-ups).
@@ -216,7 +217,7 @@ def step_example(raw: RawRecord, step: int, *, prompt_style: str = "released", m
   height = _size(_list(fields, "screenshot_heights", where), step, "screenshot_heights", where)
   truth = action_truth(action, trees[step] if step < len(trees) else None, where, step)
   truth.update(width=width, height=height, task_type="action", answer=json.dumps(action),
-               episode_id=fields.get("episode_id"), step=step)
+               episode_id=fields.get("episode_id"), step=step, goal=goal.strip(), instruction=instruction.strip())
   responses = fields.get("teacher_responses")
   response = responses[step] if isinstance(responses, list) and step < len(responses) else None
   messages = [{"role": "system", "content": system},

@@ -29,8 +29,12 @@ Context keys (all optional):
     first one is the model-input size when resized_height / resized_width are absent.
   min_pixels, max_pixels: otherwise the resized size is `smart_resize` with these limits.
     Defaults 56*56 and 6400*28*28, the values of InfiGUI-R1's AndroidControl evaluation.
-  subgoal_judge: callable `(subgoal: str, ground_truth) -> rating` in [1, 10]. Without it the
-    sub-goal term is 0.
+  subgoal_judge: callable `(subgoal: str, ground_truth) -> rating` in [1, 10] (an injected judge),
+    or the `JudgeCall` a batched frozen-model judge already made for this sample. Without it the
+    sub-goal term is 0. In a run it is an optional judge of the reward (`register(optional_judges=)`):
+    `config.frozen.subgoal_judge.init_from=<HF folder>` makes it a `FrozenModelJudge`
+    (`frozen_subgoal_judge`: SUBGOAL_PROMPT, rating 1-10, asked once per rollout for the samples
+    whose format holds and whose parameters are wrong); with none, start-up says its term is 0.
   judge_timeout_s: time limit for one judge call (default 10 s).
 
 Completion: `<think>…</think>` followed by exactly one payload block (a tool call may also sit
@@ -86,7 +90,7 @@ import math
 import re
 from typing import Any
 
-from r1jax.rewards import geometry, grading, judges, parsing, schema
+from r1jax.rewards import geometry, grading, judges, parsing, schema, startup
 from r1jax.rewards.base import RewardResult, register
 
 FORMAT_WEIGHT, ACCURACY_WEIGHT = 0.1, 0.9
@@ -97,6 +101,11 @@ BOX_IOU_FULL_CREDIT = 0.7
 DEFAULT_MIN_PIXELS = 56 * 56
 DEFAULT_MAX_PIXELS = 6400 * 28 * 28
 DEFAULT_JUDGE_TIMEOUT_S = 10.0
+SUBGOAL_JUDGE = "subgoal_judge"  # the context key (and config.frozen name) of the sub-goal judge
+# The frozen-model judge's prompt (r1jax's wording; the paper names the judge, not its prompt).
+SUBGOAL_PROMPT = ("A phone agent is working towards a goal. Goal: {goal}\nThis step's instruction: {instruction}\n"
+                  "The correct action: {action}\nThe sub-goal the agent stated: {subgoal}\n"
+                  "Rate from 1 to 10 how well the stated sub-goal matches what this step must achieve. Score:")
 TASK_TYPES = ("action", "point", "box", "answer")
 SWIPE_DIRECTIONS = ("up", "down", "left", "right")
 
@@ -283,7 +292,7 @@ def _subgoal(think: str, truth: Mapping[str, Any], context: Mapping[str, Any]) -
   timeout_s = context.get("judge_timeout_s", DEFAULT_JUDGE_TIMEOUT_S)
   if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
     timeout_s = DEFAULT_JUDGE_TIMEOUT_S
-  return judges.call_judge(context.get("subgoal_judge"), (step if step is not None else think).strip(), truth,
+  return judges.call_judge(context.get(SUBGOAL_JUDGE), (step if step is not None else think).strip(), truth,
                            timeout_s=timeout_s, validate=_rating)
 
 
@@ -329,7 +338,7 @@ def _task_accuracy(task, payload, truth, think, frame, context) -> tuple[float, 
   return grading.grade_answer(payload, _accepted_answers(truth)), {}, {}
 
 
-@register("infigui")
+@register("infigui", optional_judges=(SUBGOAL_JUDGE,))
 def infigui_reward(completion: str, ground_truth: Mapping[str, Any], **context: Any) -> RewardResult:
   truth = schema.mapping("infigui", ground_truth)
   task = _task_type(truth, context)
@@ -349,3 +358,27 @@ def infigui_reward(completion: str, ground_truth: Mapping[str, Any], **context: 
     info.update(extra)
   components = {"format": fmt, "accuracy": accuracy, "parse": fmt, **components}
   return RewardResult(total=FORMAT_WEIGHT * fmt + ACCURACY_WEIGHT * accuracy * fmt, components=components, info=info)
+
+
+def subgoal_item(completion: str, ground_truth: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, str] | None:
+  """What the frozen-model judge is asked about one sample (SUBGOAL_PROMPT's fields), or None when the
+  reward would not ask: not an action step, the format fails, or the parameters are right."""
+  result = infigui_reward(completion, ground_truth, **{k: v for k, v in context.items() if k != SUBGOAL_JUDGE})
+  if result.info.get("task_type") != "action" or not result.components["format"] or result.components["param"]:
+    return None
+  think = _STRUCTURE.fullmatch(completion).group(1)
+  step = parsing.extract_tag(think, "step")
+  return {"subgoal": (step if step is not None else think).strip(), "goal": str(ground_truth.get("goal", "")),
+          "instruction": str(ground_truth.get("instruction", "")), "action": str(ground_truth.get("answer", ""))}
+
+
+def frozen_subgoal_judge(model, reward_config) -> Any:
+  """The sub-goal judge on a frozen model (`config.frozen.subgoal_judge`): one batched greedy call per
+  rollout for the samples `subgoal_item` selects, the 1-10 rating parsed after "Score"."""
+  from r1jax import frozen_judge  # pylint: disable=g-import-not-at-top  (loads the model stack)
+  return frozen_judge.FrozenModelJudge(model, frozen_judge.PromptTemplate(text=SUBGOAL_PROMPT), low=1, high=10,
+                                       timeout_s=float(reward_config.get("timeout_s", DEFAULT_JUDGE_TIMEOUT_S)) * 6,
+                                       max_new_tokens=16, sample_item=subgoal_item)
+
+
+startup.register_frozen_judge(SUBGOAL_JUDGE, frozen_subgoal_judge)

@@ -194,3 +194,48 @@ def test_pipeline_resized_size_maps_coordinates():
   assert hit.components["param"] == 1
   # Without the context the same pixels are read in the 1092 x 2408 frame: (100, 150) is off target.
   assert infigui.infigui_reward(_call({"action": "click", "coordinate": [100, 150]}), CLICK).components["param"] == 0
+
+
+def test_without_a_subgoal_judge_start_up_says_the_term_is_zero(caplog):
+  from r1jax.rewards import startup  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(dict(timeout_s=10.0))
+  with caplog.at_level("WARNING"):
+    assert startup.judge_context("infigui", config) == {}
+  assert "reward 'infigui': no 'subgoal_judge' judge" in caplog.text and "scores 0" in caplog.text
+  judge = lambda subgoal, truth: 5
+  assert startup.judge_context("infigui", config, provided={"subgoal_judge": judge}) == {"subgoal_judge": judge}
+
+
+class _FakeJudgeModel:
+  """Stands in for a FrozenModel: answers every request with a fixed text, records the prompts."""
+  name = "subgoal_judge"
+
+  def __init__(self, answer):
+    self.answer, self.prompts = answer, []
+
+  def generate(self, requests, max_new_tokens=None):
+    del max_new_tokens
+    self.prompts += [r.messages[-1]["content"][-1]["text"] for r in requests]
+    return [type("Generation", (), {"text": self.answer})() for _ in requests]
+
+
+def test_frozen_model_judge_rates_only_wrong_steps_once_per_rollout():
+  from r1jax import frozen_judge  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  model = _FakeJudgeModel("The sub-goal is close. Score: 7")
+  judge = infigui.frozen_subgoal_judge(model, ml_collections.ConfigDict(dict(timeout_s=10.0)))
+  truth = dict(CLICK, goal="Turn on Wi-Fi", instruction="Tap the Wi-Fi switch", answer='{"action_type": "click"}')
+  completions = [_call({"action": "click", "coordinate": _resized(200, 300)}),  # right: not judged
+                 _call({"action": "click", "coordinate": _resized(900, 2000)}, think="<step>tap wifi</step>"),
+                 "no format at all"]
+  contexts = [{"subgoal_judge": judge} for _ in completions]
+  metrics = frozen_judge.judge_rollout({"subgoal_judge": judge}, completions, [truth] * 3, contexts)
+  assert metrics["judge/subgoal_judge/ok"] == 1 and metrics["judge/subgoal_judge/missing"] == 2
+  assert len(model.prompts) == 1 and "The sub-goal the agent stated: tap wifi" in model.prompts[0]
+  assert "Tap the Wi-Fi switch" in model.prompts[0]
+  scores = [infigui.infigui_reward(c, truth, **ctx) for c, ctx in zip(completions, contexts)]
+  assert scores[0].total == pytest.approx(1.0)
+  assert scores[1].components["subgoal"] == pytest.approx(0.7)
+  assert scores[1].total == pytest.approx(0.1 + 0.9 * (0.2 + 0.2 * 0.7))
+  assert scores[2].total == 0
