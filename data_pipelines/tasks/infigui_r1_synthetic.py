@@ -57,6 +57,7 @@ one of the first `test_size` test episodes'.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -261,6 +262,7 @@ class Episode:
   screens: list[np.ndarray]  # len(steps) + 1
   trees: list[list[dict[str, Any]]]
   key: tuple  # what makes two episodes the same (held-out separation)
+  phones: list[Phone] = dataclasses.field(default_factory=list)  # the state before each step (copies)
 
 
 def _pick(rng: np.random.Generator, values, k=None):
@@ -380,16 +382,17 @@ def sample_episode(rng: np.random.Generator, task: GuiTask = GuiTask()) -> Episo
   goal, builders = _plan(phone, template, choice, rng, task)
   first = phone.apps[choice["app"]]
   key = (template, goal, tuple((w.label, w.slot, w.color) for w in first.widgets[:VISIBLE_CONTACTS]))
-  steps, screens, trees = [], [], []
+  steps, screens, trees, phones = [], [], [], []
   for build in builders:
     screens.append(render(phone, task))
     trees.append(elements(phone, task))
+    phones.append(copy.deepcopy(phone))
     step = build()
     steps.append(step)
     phone.act(step.action, task)
   screens.append(render(phone, task))
   trees.append(elements(phone, task))
-  return Episode(template, goal, steps, screens, trees, key)
+  return Episode(template, goal, steps, screens, trees, key, phones)
 
 
 def tool_call(action: dict[str, Any]) -> str:
