@@ -87,6 +87,15 @@ class TabletopTask:
     teacher_confusion: probability of that mix-up in an SFT target.
     prompt_style: 'full' appends the released answer-format instruction; 'short' leaves it out
       (a model trained from scratch learns the format from SFT).
+    min_objects: 0: every scene holds all `num_colors` objects; else a scene holds between `min_objects`
+      and `num_colors` of them (uniformly), a random subset of the colours. Scenes with one object teach
+      a tiny model where an object stands (it reads that off the whole image); scenes with several make
+      it find the named one.
+    instruction_first: the instruction before the `<image>` tag instead of after it. The decoder is
+      causal: only then do the image's tokens see which object is asked for, so each can mark itself
+      as the named object or not, and the answer reads the marked one; after the image, the answer
+      must pick the named object's token by attention alone, which a 2-layer model trained from
+      scratch does not learn within the CPU budget (it learns to point at a scene's only object).
   """
   image_size: int = 84
   grid_size: int = 3
@@ -97,6 +106,8 @@ class TabletopTask:
   teacher_confusions: tuple[tuple[str, str], ...] = (("blue", "green"), ("yellow", "red"))
   teacher_confusion: float = 0.0
   prompt_style: str = "full"
+  min_objects: int = 0
+  instruction_first: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "task_types", tuple(self.task_types))
@@ -118,6 +129,9 @@ class TabletopTask:
       if asked not in colors or taken not in colors or asked == taken:
         raise ValueError(f"embodied_r1 option teacher_confusions={self.teacher_confusions}: each pair must name "
                          f"two different colours of {self.colors}")
+    if not 0 <= self.min_objects <= self.num_colors:
+      raise ValueError(f"embodied_r1 option min_objects={self.min_objects} must be in [0, num_colors="
+                       f"{self.num_colors}] (0: always num_colors objects)")
     if not 0 <= self.teacher_confusion <= 1:
       raise ValueError(f"embodied_r1 option teacher_confusion={self.teacher_confusion} must be in [0, 1]")
     if self.prompt_style not in PROMPT_STYLES:
@@ -162,6 +176,10 @@ class TabletopObject:
 class Scene:
   objects: tuple[TabletopObject, ...]
 
+  @property
+  def colors(self) -> tuple[str, ...]:
+    return tuple(o.color for o in self.objects)
+
   def by_color(self, color: str) -> TabletopObject:
     return next(o for o in self.objects if o.color == color)
 
@@ -170,9 +188,13 @@ class Scene:
 
 
 def sample_scene(rng: np.random.Generator, task: TabletopTask) -> Scene:
-  cells = rng.choice(task.grid_size ** 2, task.num_colors, replace=False)
+  colors = task.colors
+  if task.min_objects:
+    count = int(rng.integers(task.min_objects, task.num_colors + 1))
+    colors = tuple(colors[i] for i in sorted(rng.choice(task.num_colors, count, replace=False)))
+  cells = rng.choice(task.grid_size ** 2, len(colors), replace=False)
   objects = []
-  for color, index in zip(task.colors, cells):
+  for color, index in zip(colors, cells):
     row, col = divmod(int(index), task.grid_size)
     dx, dy = rng.integers(-task.jitter, task.jitter + 1, size=2)
     center = ((col + 0.5) * task.cell + float(dx), (row + 0.5) * task.cell + float(dy))
@@ -247,11 +269,14 @@ def _holds(scene: Scene, item: Item) -> bool:
 
 
 def sample_item(rng: np.random.Generator, scene: Scene, task: TabletopTask, task_type: str) -> Item | None:
-  """A question of `task_type` about `scene`, or None when the scene has none (free space)."""
-  colors = task.colors
+  """A question of `task_type` about `scene`, or None when the scene has none (free space; two objects
+  for traces and QA)."""
+  colors = scene.colors
   if task_type == "point_rec":
     return Item(task_type, (colors[rng.integers(len(colors))],))
   if task_type in ("fsd_visual_trace", "spatial_qa"):
+    if len(colors) < 2:
+      return None
     pair = tuple(str(c) for c in rng.choice(colors, 2, replace=False))
     relation = tuple(RELATIONS)[rng.integers(len(RELATIONS))] if task_type == "spatial_qa" else ""
     return Item(task_type, pair, relation)
@@ -274,11 +299,12 @@ def instruction(item: Item) -> str:
 
 
 def prompt_text(item: Item, task: TabletopTask) -> str:
-  """`problem`: the image tag, the instruction and (style 'full') the released format instruction."""
-  text = f"<image>{instruction(item)}"
+  """`problem`: the image tag, the instruction and (style 'full') the released format instruction; the tag
+  last under `instruction_first`."""
+  text = instruction(item)
   if task.prompt_style == "full":
     text += "\n" + (QA_INSTRUCTION if item.task_type == "spatial_qa" else POINT_INSTRUCTION)
-  return text
+  return text + "<image>" if task.instruction_first else "<image>" + text
 
 
 def _cell_box(cell: tuple[int, int], task: TabletopTask) -> list[int]:
@@ -308,9 +334,11 @@ def answer_text(rng: np.random.Generator, scene: Scene, item: Item, task: Tablet
   return head + json.dumps({"bbox": box, "free_points": _free_points(rng, box, FREE_POINTS)})
 
 
-def _teacher_color(rng: np.random.Generator, color: str, task: TabletopTask) -> str:
+def _teacher_color(rng: np.random.Generator, scene: Scene, color: str, task: TabletopTask) -> str:
+  """The colour the teacher resolves `color` to; a mix-up needs the other colour's object in the scene."""
   confused = dict(task.teacher_confusions).get(color)
-  return confused if confused is not None and rng.random() < task.teacher_confusion else color
+  mixed_up = confused is not None and rng.random() < task.teacher_confusion
+  return confused if mixed_up and confused in scene.colors else color
 
 
 def sft_target(rng: np.random.Generator, scene: Scene, item: Item, task: TabletopTask) -> str:
@@ -319,7 +347,7 @@ def sft_target(rng: np.random.Generator, scene: Scene, item: Item, task: Tableto
     a, b = (scene.by_color(c) for c in item.colors)
     think = f"{a.color} {task.cell_name(a.cell)}, {b.color} {task.cell_name(b.cell)}"
     return f"<think>{think}</think><answer>{'yes' if _holds(scene, item) else 'no'}</answer>"
-  objects = [scene.by_color(_teacher_color(rng, c, task)) for c in item.colors]
+  objects = [scene.by_color(_teacher_color(rng, scene, c, task)) for c in item.colors]
   if item.task_type == "fsd_free_point" and _free_cell(scene, objects[0], item.relation, task.grid_size) is None:
     objects = [scene.by_color(item.colors[0])]  # the mixed-up object has no free cell on that side
   located = [f"{o.color} {task.cell_name(o.cell)}" for o in objects]
@@ -343,9 +371,9 @@ def generate_record(rng: np.random.Generator, task: TabletopTask, task_type: str
     ([{'bytes': PNG, 'path': None}], as HF `datasets` writes images into Parquet), 'data_type'
     ('image'), 'response' (the SFT target) and 'id' when given.
   """
-  while True:  # a scene without a free neighbour cell has no free-space question: redraw
+  kind = task_type or task.task_types[rng.integers(len(task.task_types))]
+  while True:  # a scene without a free neighbour cell (or two objects) has no such question: redraw
     scene = sample_scene(rng, task)
-    kind = task_type or task.task_types[rng.integers(len(task.task_types))]
     item = sample_item(rng, scene, task, kind)
     if item is not None:
       break

@@ -187,6 +187,42 @@ def test_synthetic_teacher_is_right_without_confusion_and_mixes_up_colours_at_th
   assert 0.55 < wrong / asked_confused < 0.75
 
 
+def test_synthetic_scenes_with_min_objects_vary_in_size_and_ask_only_about_objects_they_hold():
+  task = synthetic.TabletopTask(min_objects=1, teacher_confusion=1.0)
+  rng = np.random.default_rng(3)
+  sizes, kinds = set(), []
+  for _ in range(200):
+    scene = synthetic.sample_scene(rng, task)
+    sizes.add(len(scene.objects))
+    assert len(set(scene.colors)) == len(scene.colors) and len(scene.occupied()) == len(scene.objects)
+  assert sizes == {1, 2, 3, 4}
+  reward = rewards.get("embodied_r1")
+  for _ in range(200):
+    record = synthetic.generate_record(rng, task)
+    kinds.append(reward_module.parse_answer(record["answer"])[0])
+    named = [c for c in task.colors if f"the {c} object" in record["problem"]]
+    pixels = _scene_pixels(record)
+    assert all((pixels == synthetic.COLORS[c]).all(axis=-1).any() for c in named), record["problem"]
+    if kinds[-1] == "point_rec" and named[0] in ("blue", "yellow"):
+      # teacher_confusion 1: the teacher takes the other colour's object when the scene shows it, else the named one.
+      other = dict(task.teacher_confusions)[named[0]]
+      shown = (pixels == synthetic.COLORS[other]).all(axis=-1).any()
+      hit = reward(record["response"], {"answer": record["answer"]}).components["in_region"]
+      assert hit == (0.0 if shown else 1.0), record
+  # Task types stay uniform although one-object scenes hold no trace or QA (the scene is redrawn, not the type).
+  assert min(kinds.count(t) for t in synthetic.TASK_TYPES) > 30
+  with pytest.raises(ValueError, match="min_objects"):
+    synthetic.TabletopTask(min_objects=5)
+
+
+def test_synthetic_instruction_first_puts_the_image_tag_last_and_the_reader_keeps_that_order():
+  task = synthetic.TabletopTask(instruction_first=True, prompt_style="short", task_types=("point_rec",))
+  record = synthetic.generate_record(np.random.default_rng(0), task)
+  assert record["problem"].endswith("<image>") and record["problem"].startswith("Point at the ")
+  example = embodied_r1.to_example(sources.RawRecord(record, where="r", base_dir=""), layout=LAYOUT)
+  assert [item["type"] for item in example.messages[0]["content"]] == ["text", "image"]
+
+
 def test_synthetic_splits_are_seeded_and_the_held_out_split_ignores_the_seed():
   task = synthetic.TabletopTask(task_types=("point_rec",))
   train0 = embodied_r1_dataset.TabletopSource("train", task=task, seed=0)
