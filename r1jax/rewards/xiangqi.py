@@ -64,7 +64,8 @@ Total: the weighted mean of the components that apply,
     total = (Σ w_k · c_k) / (Σ w_k),  k over format, legality, quality (+ analysis if available),
 so total ∈ [0, 1] and a legal best move with a correct analysis scores 1. With `require_format`
 (the default) a completion that fails the format check scores 0 in every component.
-Default weights: format 0.1, legality 0.2, quality 0.6, analysis 0.1.
+Default weights: format 0.1, legality 0.2, quality 0.6, analysis 0.1 (`xiangqi_r1`);
+`xiangqi_r1_legal_first`: format 0.1, legality 0.5, quality 0.3, analysis 0.1 (see its comment).
 """
 from __future__ import annotations
 
@@ -312,3 +313,10 @@ class XiangqiReward:
 # The default judge is built at start-up (`rewards.startup`), so a run says at once which judge it has.
 xiangqi_r1 = register("xiangqi_r1", judges=("xiangqi_judge",))(
     register("xiangqi", judges=("xiangqi_judge",))(XiangqiReward()))
+# Legality first, for a policy that still plays illegal moves half the time (the embedded default's
+# GRPO stage): a legal move scores >= 0.6 (format + legality), an illegal one <= 0.15 (format + half
+# the analysis), so a poor legal move stays above a group mean that illegal samples pull down; with
+# the weights above it (0.3) falls below the mean of any group holding a good move, and GRPO pushed
+# legal moves down as often as up (tests/rewards/test_xiangqi.py).
+xiangqi_r1_legal_first = register("xiangqi_r1_legal_first", judges=("xiangqi_judge",))(
+    XiangqiReward(format_weight=0.1, legality_weight=0.5, quality_weight=0.3, analysis_weight=0.1))

@@ -480,3 +480,18 @@ def test_engine_judge_config_errors():
     xiangqi_engine.UciEngineJudge("pikafish", depth=None)
   with pytest.raises(ValueError, match="searchmoves"):
     xiangqi_engine.UciEngineJudge("eleeye", protocol="ucci", use_searchmoves=True)
+
+
+def test_legal_first_reward_keeps_a_poor_legal_move_above_its_group_mean():
+  """Why the embedded default's GRPO uses it: in a group {best, poor legal, illegal}, the default
+  weights put the poor legal move below the group's mean (a negative advantage), these above."""
+  ground_truth = {"fen": MATE_IN_ONE_FEN, "best_move": "b0b9", "annotations": {"evaluation": "red"}}
+  judge = _FixedJudge("b0b9", 30000.0, -30000.0)  # the poor move throws the win away: quality 0
+  group = [_completion("b0b9", "evaluation: red"), _completion("a8a9", "evaluation: black"),
+           _completion("b0c2", "evaluation: red")]
+  for reward, poor_above_mean in ((xiangqi.xiangqi_r1, False), (xiangqi.xiangqi_r1_legal_first, True)):
+    totals = [reward(c, ground_truth, judge=_FixedJudge("b0b9", 30000.0, 30000.0) if i == 0 else judge).total
+              for i, c in enumerate(group)]
+    assert totals[0] == pytest.approx(1.0) and totals[1] > totals[2]
+    assert (totals[1] > sum(totals) / 3) == poor_above_mean, (reward, totals)
+  assert base.get("xiangqi_r1_legal_first") is xiangqi.xiangqi_r1_legal_first
