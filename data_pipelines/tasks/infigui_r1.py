@@ -77,6 +77,30 @@ PROMPT_STYLES = ("released", "short")
 ACTION_TYPES = ("click", "long_press", "scroll", "open_app", "input_text", "navigate_back", "navigate_home", "wait")
 SCREENSPOT_FILES = ("screenspot_mobile.json", "screenspot_desktop.json", "screenspot_web.json")
 SCREENSPOT_IMAGES = "screenspot_imgs"
+SFT_TARGETS = ("teacher", "ground_truth")
+
+
+def tool_call(action: dict[str, Any]) -> str:
+  """InfiGUI-R1's `mobile_use` tool call for an AndroidControl action."""
+  kind = action["action_type"]
+  if kind in ("click", "long_press"):
+    arguments = {"action": kind, "coordinate": [action["x"], action["y"]]}
+  elif kind == "input_text":
+    arguments = {"action": "type", "text": action["text"]}
+  elif kind == "open_app":
+    arguments = {"action": "open", "text": action["app_name"]}
+  elif kind == "scroll":
+    arguments = {"action": "swipe", "direction": action["direction"]}
+  elif kind in ("navigate_back", "navigate_home"):
+    arguments = {"action": "system_button", "button": "Back" if kind == "navigate_back" else "Home"}
+  else:
+    arguments = {"action": kind}
+  return "<tool_call>" + json.dumps({"name": "mobile_use", "arguments": arguments}) + "</tool_call>"
+
+
+def target(subgoal: str, action: dict[str, Any]) -> str:
+  """An SFT target in InfiGUI-R1's output format: the sub-goal in <think><step>, then the tool call."""
+  return f"<think><step>{subgoal}</step></think>{tool_call(action)}"
 
 
 def user_text(goal: str, instruction: str, prompt_style: str) -> str:
@@ -189,8 +213,15 @@ def _size(values: list[Any], index: int, key: str, where: str) -> int:
   return value
 
 
-def step_example(raw: RawRecord, step: int, *, prompt_style: str = "released", media_root: str = "") -> Example:
-  """Step `step` of an AndroidControl episode record → an Example (see the module docstring)."""
+def step_example(raw: RawRecord, step: int, *, prompt_style: str = "released", media_root: str = "",
+                 sft_targets: str = "teacher") -> Example:
+  """Step `step` of an AndroidControl episode record → an Example (see the module docstring).
+
+  The SFT response is the record's `teacher_responses[step]` (sft_targets 'teacher', None without
+  one), or built from the ground truth (sft_targets 'ground_truth': the step instruction as the
+  sub-goal, then the action's tool call; for AndroidControl, whose episodes carry no reasoning)."""
+  if sft_targets not in SFT_TARGETS:
+    raise ValueError(f"config.data.sft_targets={sft_targets!r} must be one of {SFT_TARGETS}")
   system = _system(prompt_style)
   where = f"{raw.where} step {step}"
   if raw.fields is None:
@@ -220,6 +251,8 @@ def step_example(raw: RawRecord, step: int, *, prompt_style: str = "released", m
                episode_id=fields.get("episode_id"), step=step, goal=goal.strip(), instruction=instruction.strip())
   responses = fields.get("teacher_responses")
   response = responses[step] if isinstance(responses, list) and step < len(responses) else None
+  if sft_targets == "ground_truth":
+    response = target(instruction.strip(), action)
   messages = [{"role": "system", "content": system},
               {"role": "user", "content": [{"type": "image"},
                                            {"type": "text", "text": user_text(goal.strip(), instruction.strip(),

@@ -28,6 +28,7 @@ from data_pipelines.tasks import infigui_r1, infigui_r1_synthetic
 
 SOURCES = ("android_control", "screenspot")
 OPTIONS = dict(source="android_control", image_dir="", prompt_style="released", episode_split="", step_actions="",
+               sft_targets="teacher",
                # The synthetic GUI world, written on first use into synthetic_dir.
                synthetic="", synthetic_items=0, synthetic_dir="", synthetic_test_size=100, teacher_error=0.5)
 
@@ -129,7 +130,8 @@ def build_infigui_r1(cfg: DataConfig) -> DatasetSpec:
 
   Options: source ('android_control' | 'screenspot'), image_dir (where relative screenshots
   resolve; '' = next to the data), prompt_style ('released' | 'short'), episode_split,
-  step_actions (comma-separated AndroidControl action types), synthetic, synthetic_items,
+  step_actions (comma-separated AndroidControl action types), sft_targets ('teacher': the records'
+  teacher_responses; 'ground_truth': built from the action, the step instruction as sub-goal), synthetic, synthetic_items,
   synthetic_dir, synthetic_test_size, teacher_error.
   """
   options: dict[str, Any] = dict(cfg.options)
@@ -158,13 +160,15 @@ def build_infigui_r1(cfg: DataConfig) -> DatasetSpec:
   if unknown:
     raise ValueError(f"config.data.step_actions: {unknown} are not AndroidControl action types {infigui_r1.ACTION_TYPES}")
   steps = EpisodeSteps(episodes, episode_ids=ids, actions=actions)
+  if options["sft_targets"] not in infigui_r1.SFT_TARGETS:
+    raise ValueError(f"config.data.sft_targets={options['sft_targets']!r} must be one of {infigui_r1.SFT_TARGETS}")
   return DatasetSpec(source=steps, to_example=functools.partial(
-      _step_example, prompt_style=options["prompt_style"], media_root=media_root))
+      _step_example, prompt_style=options["prompt_style"], media_root=media_root, sft_targets=options["sft_targets"]))
 
 
-def _step_example(entry, *, prompt_style: str, media_root: str):
+def _step_example(entry, *, prompt_style: str, media_root: str, sft_targets: str):
   raw, step = entry
-  return infigui_r1.step_example(raw, step, prompt_style=prompt_style, media_root=media_root)
+  return infigui_r1.step_example(raw, step, prompt_style=prompt_style, media_root=media_root, sft_targets=sft_targets)
 
 
 def _write_synthetic(cfg: DataConfig, options: dict[str, Any]) -> str:

@@ -69,7 +69,7 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 
-from data_pipelines.tasks import tvr
+from data_pipelines.tasks import infigui_r1, tvr
 from data_pipelines.tasks.synthetic import items_apart_from, written_with
 
 SPLITS = ("train", "test")
@@ -395,27 +395,12 @@ def sample_episode(rng: np.random.Generator, task: GuiTask = GuiTask()) -> Episo
   return Episode(template, goal, steps, screens, trees, key, phones)
 
 
-def tool_call(action: dict[str, Any]) -> str:
-  """InfiGUI-R1's `mobile_use` tool call for an AndroidControl action."""
-  kind = action["action_type"]
-  if kind in ("click", "long_press"):
-    arguments = {"action": kind, "coordinate": [action["x"], action["y"]]}
-  elif kind == "input_text":
-    arguments = {"action": "type", "text": action["text"]}
-  elif kind == "open_app":
-    arguments = {"action": "open", "text": action["app_name"]}
-  elif kind == "scroll":
-    arguments = {"action": "swipe", "direction": action["direction"]}
-  elif kind in ("navigate_back", "navigate_home"):
-    arguments = {"action": "system_button", "button": "Back" if kind == "navigate_back" else "Home"}
-  else:
-    arguments = {"action": kind}
-  return "<tool_call>" + json.dumps({"name": "mobile_use", "arguments": arguments}) + "</tool_call>"
+tool_call = infigui_r1.tool_call  # the target's tool call, as the reader writes it for real episodes
 
 
 def response(subgoal: str, action: dict[str, Any]) -> str:
   """The reasoning-injection target: the sub-goal in <think><step>, then the tool call."""
-  return f"<think><step>{subgoal}</step></think>{tool_call(action)}"
+  return infigui_r1.target(subgoal, action)
 
 
 def teacher_responses(episode: Episode, rng: np.random.Generator, teacher_error: float) -> list[str]:
@@ -497,7 +482,6 @@ def write_split(path: str, split: str, num_episodes: int, *, task: GuiTask = Gui
 
 def text_corpus(num_episodes: int = 300, seed: int = 0) -> list[str]:
   """Goals, step instructions and teacher targets of `num_episodes` episodes, for tokenizers."""
-  from data_pipelines.tasks import infigui_r1  # pylint: disable=g-import-not-at-top  (it imports this module)
   rng = np.random.default_rng(seed)
   texts = [infigui_r1.SYSTEM_PROMPT, infigui_r1.SHORT_SYSTEM_PROMPT, tvr._CHAT_TEMPLATE_WORDS]  # pylint: disable=protected-access
   for _ in range(num_episodes):
