@@ -1,11 +1,13 @@
 """A synthetic 3D-R1 task: rooms of coloured boxes as point clouds, "which box is under the ball?".
 
-A room is an 8 x 8 floor (z = 0) whose colour says where it is (red grows with x, blue with y, as
-the SATORI default's background: a tiny model reads content, not a token's position), and
-`num_boxes` boxes (2 x 2 x 2, distinct colours of COLORS) standing in distinct slots of a
-2 x 2 grid of floor slots; a white ball lies on one of them. The question is a relation, "Which box
-is under the white ball?"; the answer is the box's name and its 3D box, found by content: the ball
-and the box it lies on share the same part of every view.
+A room is a 12 x 8 floor (z = 0) whose colour says where it is (red grows with x, blue with y, as
+the SATORI default's background), with `num_boxes` of the six boxes (2 x 2 x 2, one per colour of
+COLORS); a white ball lies on one of them. Each colour has its own place, a slot of a 3 x 2 grid
+(SLOT_OF: the red box always stands at the south-west slot, ...), so a box's 3D box follows from its
+colour: a tiny model reads a vision token's content (colours) easily but not its position, and
+here the answer is found by content alone (the ball and the box under it share the same part of
+every view). The question is a relation, "Which box is under the white ball?"; the answer names
+the box and gives its 3D box.
 
 Files, in the layouts `three_d_r1.py` reads (ScanQA-style records, Scene-30K `cot`, `.npy` scenes):
 
@@ -18,12 +20,16 @@ Files, in the layouts `three_d_r1.py` reads (ScanQA-style records, Scene-30K `co
 the box in the slot next to the right one (its name and its box), so SFT leaves the policy between
 two boxes and the reward's perception (IoU) and semantic terms tell them apart in RL.
 
-Splits: 'test' items are fixed (they ignore the seed); 'train' item i is drawn from (seed, i) and
-redrawn when its layout equals one of the first `test_size` test items.
+Splits by layout (which boxes stand, which one has the ball: C(6, 3) x 3 = 60 layouts with the
+defaults): every fifth layout in enumeration order is held out; 'test' items are drawn from those
+(fixed: they ignore the seed), 'train' items from the others (item i from (seed, i)), so no
+held-out room is ever trained on.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import json
 import os
 import time
@@ -37,11 +43,12 @@ from data_pipelines.tasks.synthetic import items_apart_from, written_with
 SPLITS = ("train", "test")
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40),
           "purple": (150, 60, 200), "orange": (240, 140, 30)}
+HELD_OUT_EVERY = 5  # every fifth layout is a held-out room
 BALL = (255, 255, 255)
 QUESTION = "Which box is under the white ball?"
-# Whole-number box corners: digits are single tokens, so a box is 14 tokens ("box: [1,1,0,3,3,2]").
-ROOM = 8.0
-SLOTS = ((2.0, 2.0), (6.0, 2.0), (2.0, 6.0), (6.0, 6.0))
+# Whole-number box corners: digits are single tokens, so a box is ~16 tokens ("box: [1,1,0,3,3,2]").
+ROOM_X, ROOM_Y = 12.0, 8.0
+SLOTS = ((2.0, 2.0), (6.0, 2.0), (10.0, 2.0), (2.0, 6.0), (6.0, 6.0), (10.0, 6.0))  # SLOTS[i]: COLORS' i-th colour
 BOX_HALF, BOX_HEIGHT, BALL_RADIUS = 1.0, 2.0, 0.7
 _SPLIT_TAGS = {"train": 0x3D52_3100, "test": 0x3D52_3101}
 _TEST_SEED = 0
@@ -50,7 +57,8 @@ _TEACHER_STREAM = 1
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-  """One room: `boxes` = ((slot, colour), ...) in slot order; `ball` indexes the box under the ball."""
+  """One room: `boxes` = ((slot, colour), ...) in slot order (the slot is the colour's); `ball` indexes the
+  box under the ball."""
   boxes: tuple[tuple[int, str], ...]
   ball: int
 
@@ -73,10 +81,18 @@ class Item:
     return min(others, key=lambda i: (np.hypot(SLOTS[self.boxes[i][0]][0] - bx, SLOTS[self.boxes[i][0]][1] - by), i))
 
 
-def sample_item(rng: np.random.Generator, num_boxes: int = 3, num_colors: int = 6) -> Item:
-  slots = np.sort(rng.choice(len(SLOTS), num_boxes, replace=False))
-  colors = rng.choice(num_colors, num_boxes, replace=False)
-  return Item(tuple((int(s), list(COLORS)[int(c)]) for s, c in zip(slots, colors)), int(rng.integers(num_boxes)))
+@functools.cache
+def layouts(num_boxes: int = 3, num_colors: int = 6) -> tuple[Item, ...]:
+  """Every room, in enumeration order (colour subsets in lexicographic order, then the ball)."""
+  return tuple(Item(tuple((c, list(COLORS)[c]) for c in chosen), ball)
+               for chosen in itertools.combinations(range(num_colors), num_boxes) for ball in range(num_boxes))
+
+
+def sample_item(rng: np.random.Generator, split: str, num_boxes: int = 3, num_colors: int = 6) -> Item:
+  """A room of `split`'s layouts (module docstring), drawn uniformly."""
+  rooms = [item for index, item in enumerate(layouts(num_boxes, num_colors))
+           if (index % HELD_OUT_EVERY == 0) == (split == "test")]
+  return rooms[int(rng.integers(len(rooms)))]
 
 
 def _grid(lo: float, hi: float, step: float) -> np.ndarray:
@@ -86,10 +102,9 @@ def _grid(lo: float, hi: float, step: float) -> np.ndarray:
 def point_cloud(item: Item, step: float = 0.2) -> np.ndarray:
   """float32 [N, 6]: floor, the boxes' five visible faces and the ball's surface, x y z r g b."""
   parts = []
-  xs = _grid(0.0, ROOM, step)
-  fx, fy = np.meshgrid(xs, xs)
+  fx, fy = np.meshgrid(_grid(0.0, ROOM_X, step), _grid(0.0, ROOM_Y, step))
   floor = np.stack([fx.ravel(), fy.ravel(), np.zeros(fx.size)], 1)
-  floor_rgb = np.stack([60 + 80 * floor[:, 0] / ROOM, np.full(len(floor), 60.0), 60 + 80 * floor[:, 1] / ROOM], 1)
+  floor_rgb = np.stack([60 + 80 * floor[:, 0] / ROOM_X, np.full(len(floor), 60.0), 60 + 80 * floor[:, 1] / ROOM_Y], 1)
   parts.append(np.concatenate([floor, floor_rgb], 1))
   for index, (_, color) in enumerate(item.boxes):
     x1, y1, z1, x2, y2, z2 = item.box(index)
@@ -145,12 +160,15 @@ def _rng(split: str, seed: int, index: int, *extra: int) -> np.random.Generator:
 
 def split_items(split: str, num_items: int, *, seed: int = 0, test_size: int = 100, num_boxes: int = 3,
                 num_colors: int = 6) -> list[Item]:
+  """Items 0 .. num_items - 1 of `split`; `test_size` is kept for the writer's parameters (the held-out
+  rooms are the held-out layouts whatever their number)."""
+  del test_size
   if split not in SPLITS:
     raise ValueError(f"split={split!r} must be one of {SPLITS}")
-  draw = lambda rng: sample_item(rng, num_boxes, num_colors)
+  draw = lambda rng: sample_item(rng, split, num_boxes, num_colors)
   if split == "test":
     return [draw(_rng("test", _TEST_SEED, i)) for i in range(num_items)]
-  held_out = {item.layout for item in split_items("test", test_size, num_boxes=num_boxes, num_colors=num_colors)}
+  held_out = {item.layout for item in layouts(num_boxes, num_colors)[::HELD_OUT_EVERY]}
   return items_apart_from(num_items, lambda index: _rng(split, seed, index), draw, held_out,
                           key=lambda item: item.layout)
 
@@ -162,9 +180,9 @@ def write_split(path: str, split: str, num_items: int, *, seed: int = 0, test_si
   when `path/<split>.params.json` matches. Returns {'path', 'scene_dir', 'seconds', 'items'}."""
   if not 0 <= teacher_error <= 1:
     raise ValueError(f"teacher_error={teacher_error} must be in [0, 1]")
-  if not 2 <= num_boxes <= len(SLOTS) or not num_boxes <= num_colors <= len(COLORS):
-    raise ValueError(f"3D-R1 synthetic: num_boxes={num_boxes} must be in [2, {len(SLOTS)}] and num_colors="
-                     f"{num_colors} in [num_boxes, {len(COLORS)}]")
+  if not 2 <= num_boxes < num_colors <= len(COLORS):
+    raise ValueError(f"3D-R1 synthetic: need 2 <= num_boxes ({num_boxes}) < num_colors ({num_colors}) <= "
+                     f"{len(COLORS)}")
   params = {"split": split, "num_items": num_items, "seed": seed if split == "train" else _TEST_SEED,
             "test_size": test_size if split == "train" else None,
             "teacher_error": teacher_error if split == "train" else None, "num_boxes": num_boxes,
@@ -200,6 +218,6 @@ def text_corpus(num_items: int = 256, seed: int = 0) -> list[str]:
   rng = np.random.default_rng(seed)
   texts = [three_d_r1.SYSTEM_PROMPT, three_d_r1.SHORT_SYSTEM_PROMPT, QUESTION, tvr._CHAT_TEMPLATE_WORDS]  # pylint: disable=protected-access
   for index in range(num_items):
-    item = sample_item(rng)
+    item = sample_item(rng, "train")
     texts.append(response(item, item.neighbour if index % 2 else item.ball))
   return texts
