@@ -245,7 +245,12 @@ def to_example(raw: RawRecord, *, scene_dir: str, selector: ViewSelector, prompt
   if response is not None and not (isinstance(response, str) and "</think>" in response and "</answer>" in response):
     raise _bad(errors.BAD_RECORD, where, "cot", f"expected '<think>...</think><answer>...</answer>', got "
                f"{str(response)[:80]}")
-  rendered = render_scene(scene_file(scene_dir, scene_id, where), selector.image_size, num_orbit)
+  try:
+    rendered = render_scene(scene_file(scene_dir, scene_id, where), selector.image_size, num_orbit)
+  except errors.BadExampleError as e:
+    if e.where.startswith(where):
+      raise
+    raise errors.BadExampleError(e.reason, where, f"scene {scene_id!r}: {e}") from e  # name the record too
   objects = scene_objects(scene_id) if scene_objects is not None else list(zip(names, boxes))
   views = selector.select(rendered, question, objects)
   system = SYSTEM_PROMPT if prompt_style == "released" else SHORT_SYSTEM_PROMPT

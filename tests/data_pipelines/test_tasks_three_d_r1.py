@@ -41,7 +41,7 @@ def test_scanqa_records_render_views_and_look_boxes_up_by_object_id():
   assert second.ground_truth["answer"] == ["blue chair", "chair"] and len(second.images) == 4
   with pytest.raises(errors.BadExampleError, match="degenerate point cloud") as info:
     _example(records[2])
-  assert info.value.reason == errors.BAD_MEDIA and "scene0002_00" in str(info.value)
+  assert info.value.reason == errors.BAD_MEDIA and "scene0002_00" in str(info.value) and "record 3" in str(info.value)
   with pytest.raises(errors.BadExampleError, match="'answers': missing or empty") as info:
     _example(records[3])
   assert info.value.reason == errors.MISSING_FIELD and "record 4" in info.value.where
@@ -115,3 +115,22 @@ def test_synthetic_rooms_write_scanqa_records_with_scene30k_cot(tmp_path):
   test_layouts = {i.layout for i in three_d_r1_synthetic.split_items("test", 4)}
   assert not test_layouts & {i.layout for i in out["items"]}
   assert three_d_r1_synthetic.write_split(str(tmp_path), "train", 8, test_size=4)["seconds"] == 0.0  # reused
+
+
+def test_bad_records_and_degenerate_clouds_are_skipped_and_counted_by_the_pipeline(tmp_path):
+  import data_pipelines  # pylint: disable=g-import-not-at-top
+  from r1jax import tokenization  # pylint: disable=g-import-not-at-top
+  tokenizer = tokenization.load_tokenizer(tokenization.build_tokenizer(
+      str(tmp_path / "tok"), three_d_r1_synthetic.text_corpus(num_items=16), vocab_size=600))
+  config = data_pipelines.default_config(name="three_d_r1", path=os.path.join(FIXTURES, "ScanQA_v1.0_val.json"),
+                                         batch_size=1, num_epochs=2, shuffle=False, read_threads=1,
+                                         prefetch_batches=0, max_prompt_length=512)
+  config.update(dict(scene_dir=SCENES, view_selection="fixed"))
+  iterator = data_pipelines.make_prompt_iterator(config, tokenizer, shard_index=0, shard_count=1)
+  try:
+    batches = list(iterator)
+  finally:
+    iterator.close()
+  assert len(batches) == 4  # the two good records of five, two epochs; the last batch follows epoch 1's skips
+  assert batches[-1]["data_stats"] == {"examples": 4, "skipped_missing_field": 1, "skipped_bad_record": 1,
+                                       "skipped_bad_media": 1, "skipped_too_long": 0}
