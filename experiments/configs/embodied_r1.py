@@ -41,10 +41,16 @@ NOT MET yet. Measured (seed 0, 2 CPU cores shared with other jobs, load average 
     stage2    qa       1.000  0.000                                  0.100
     stage2    trace    1.000  0.651                      26.183  37.224  0.721
 
-The SFT policy copies the asked colour but names the same cell for every object: the tiny model does not learn
-to find an object in the image within this budget (tried: frozen random tower with two or one blocks, a
-trained tower, tiled table, 400-600 SFT steps), so GRPO has no correct samples to reinforce on `point`; it
-improves the traces (RMSE 34.9 -> 26.2 px) and forgets QA (stage 2 trains on pointing only).
+The SFT policy copies the asked colour but names the same cell for every object, so GRPO has no correct
+samples to reinforce on `point`. In a shorter rerun (SFT 300 steps, stage 2 40 steps; same picture) stage 2's
+greedy answers put every point, and every trace, at the table's centre whatever the scene (which is what
+lowers the trace RMSE) and answer "Is the red object left of the blue object?" with a point list: stage 2
+trains on pointing prompts only (as the paper's) and the policy forgets QA (format still 1, accuracy 0; the
+reward is right to score a point list as a wrong answer). SFT's QA 0.49 is answering `no` to everything. SFT-only probes (point_rec only, 400-800 steps) locate the failure: with ONE
+object per scene the tiny model points at its cell 98% of the time (it reads where an object stands); with two
+or more it does not learn to pick the NAMED one (in_region 0.09-0.24, also with 1-4 objects per scene,
+option `min_objects`, and with the instruction before the image, option `instruction_first`, so the image's
+tokens can see the asked colour).
 
 `experiments/eval.py --config=experiments/configs/embodied_r1.py --checkpoint=<workdir>/stage2/hf` re-scores a
 checkpoint on the held-out splits.
