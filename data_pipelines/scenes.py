@@ -492,7 +492,7 @@ def candidate_cameras(cloud: PointCloud, num_orbit: int = 5, orbit_elevation_deg
   return cams
 
 
-def project(xyz: np.ndarray, camera: Camera, image_size: int, fov_deg: float = 45.0
+def project(xyz: np.ndarray, camera: Camera, image_size: int, fov_deg: float = 35.0
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(pixel column, pixel row, depth) per point, each [N]; a point behind the camera gets depth <= 0."""
   position, target = np.asarray(camera.position), np.asarray(camera.target)
@@ -509,7 +509,7 @@ def project(xyz: np.ndarray, camera: Camera, image_size: int, fov_deg: float = 4
   return col, row, depth
 
 
-def render_view(cloud: PointCloud, camera: Camera, image_size: int = 56, fov_deg: float = 45.0,
+def render_view(cloud: PointCloud, camera: Camera, image_size: int = 56, fov_deg: float = 35.0,
                 background: tuple[int, int, int] = (0, 0, 0)) -> tuple[np.ndarray, float]:
   """(uint8 [image_size, image_size, 3] image, coverage) of `cloud` seen by `camera`.
 
@@ -538,7 +538,7 @@ def render_view(cloud: PointCloud, camera: Camera, image_size: int = 56, fov_deg
 
 
 def visible_boxes(cloud_cameras: Sequence[Camera], boxes: Sequence[Sequence[float]], image_size: int,
-                  fov_deg: float = 45.0) -> np.ndarray:
+                  fov_deg: float = 35.0) -> np.ndarray:
   """bool [num_cameras, num_boxes]: the box's centre projects inside the camera's image, in front."""
   centers = np.asarray([[(b[k] + b[k + 3]) / 2 for k in range(3)] for b in boxes], np.float64).reshape(-1, 3)
   out = np.zeros((len(cloud_cameras), len(centers)), bool)

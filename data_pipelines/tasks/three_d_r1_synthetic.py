@@ -1,7 +1,7 @@
 """A synthetic 3D-R1 task: rooms of coloured boxes as point clouds, "which box is under the ball?".
 
-A room is a 12 x 8 floor (z = 0) whose colour says where it is (red grows with x, blue with y, as
-the SATORI default's background), with `num_boxes` of the six boxes (2 x 2 x 2, one per colour of
+A room is an 18 x 12 floor (z = 0) whose colour says where it is (red grows with x, blue with y, as
+the SATORI default's background), with `num_boxes` of the six boxes (4 x 4 x 2, one per colour of
 COLORS); a white ball lies on one of them. Each colour has its own place, a slot of a 3 x 2 grid
 (SLOT_OF: the red box always stands at the south-west slot, ...), so a box's 3D box follows from its
 colour: a tiny model reads a vision token's content (colours) easily but not its position, and
@@ -47,9 +47,11 @@ HELD_OUT_EVERY = 5  # every fifth layout is a held-out room
 BALL = (255, 255, 255)
 QUESTION = "Which box is under the white ball?"
 # Whole-number box corners: digits are single tokens, so a box is ~16 tokens ("box: [1,1,0,3,3,2]").
-ROOM_X, ROOM_Y = 12.0, 8.0
-SLOTS = ((2.0, 2.0), (6.0, 2.0), (10.0, 2.0), (2.0, 6.0), (6.0, 6.0), (10.0, 6.0))  # SLOTS[i]: COLORS' i-th colour
-BOX_HALF, BOX_HEIGHT, BALL_RADIUS = 1.0, 2.0, 0.7
+# Boxes fill most of their slot (4 of 6 units), so in a 56-pixel view a box covers a good share of a vision
+# token's pixels (a random frozen vision tower sees what dominates a patch).
+ROOM_X, ROOM_Y = 18.0, 12.0
+SLOTS = ((3.0, 3.0), (9.0, 3.0), (15.0, 3.0), (3.0, 9.0), (9.0, 9.0), (15.0, 9.0))  # SLOTS[i]: COLORS' i-th colour
+BOX_HALF, BOX_HEIGHT, BALL_RADIUS = 2.0, 2.0, 1.2
 _SPLIT_TAGS = {"train": 0x3D52_3100, "test": 0x3D52_3101}
 _TEST_SEED = 0
 _TEACHER_STREAM = 1
@@ -99,7 +101,7 @@ def _grid(lo: float, hi: float, step: float) -> np.ndarray:
   return np.linspace(lo, hi, int(round((hi - lo) / step)) + 1)
 
 
-def point_cloud(item: Item, step: float = 0.2) -> np.ndarray:
+def point_cloud(item: Item, step: float = 0.3) -> np.ndarray:
   """float32 [N, 6]: floor, the boxes' five visible faces and the ball's surface, x y z r g b."""
   parts = []
   fx, fy = np.meshgrid(_grid(0.0, ROOM_X, step), _grid(0.0, ROOM_Y, step))

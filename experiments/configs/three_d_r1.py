@@ -6,11 +6,11 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
 
 * data: the synthetic rooms (data_pipelines/tasks/three_d_r1_synthetic.py), written on first use under
   <workdir>/data as ScanQA-style records with Scene-30K `cot` answers and `.npy` point clouds, and read back
-  by the same reader as `:real`: a 12 x 8 room (floor colour says where) with three of six coloured 2 x 2 x 2 boxes,
+  by the same reader as `:real`: an 18 x 12 room (floor colour says where) with three of six coloured 4 x 4 x 2 boxes,
   each colour in its own slot of a 3 x 2 grid (so the answer's box follows from its colour: found by content, which
   a tiny model reads, not by a token's position, which it does not), a white ball on one box; every fifth of the
   60 layouts is held out; "Which box is under the white ball?" ->
-  `<think>The white ball rests on the red box.</think><answer>red box, box: [1,1,0,3,3,2]</answer>`;
+  `<think>The white ball rests on the red box.</think><answer>red box, box: [1,1,0,5,5,2]</answer>`;
 * views: 8 candidate cameras rendered from the point cloud (top, front, side, 5 orbit; 56 x 56 px), the view
   selector (r1jax/view_selection.py, weights 0.3 / 0.35 / 0.35; S_text from all-MiniLM-L6-v2 in JAX, S_cov the
   z-buffer coverage) keeps 4;
