@@ -63,7 +63,9 @@ DEFAULT_RULES: Rules = (
     ("act_kv_heads", "tensor"),
     ("act_mlp", "tensor"),
     ("act_vocab", "tensor"),
-    ("act_patches", ("data", "fsdp")),  # packed vision patches: the tower's compute splits like the batch
+    # Packed vision patches (frame-major): the tower's compute splits like the batch and over the
+    # `sequence` devices too, i.e. a long video's frames spread over the devices of its tokens.
+    ("act_patches", ("data", "fsdp", "sequence")),
 )
 
 _log = logging.getLogger(__name__)

@@ -19,6 +19,8 @@ REMAT_POLICIES = ("none", "full", "dots_saveable")
 # `jax.nn.dot_product_attention`'s XLA / cuDNN flash implementation over padded rows
 # (`layers.padded_causal_attention`). "auto": cuDNN on a GPU with bf16/fp16 compute, else "xla".
 ATTENTION_IMPLS = ("auto", "xla", "jax_xla", "cudnn")
+# How the decoder's attention splits over a mesh `sequence` axis > 1 (`sequence_parallel.py`).
+SEQUENCE_ATTENTIONS = ("all_gather", "ring")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +93,9 @@ class ModelConfig:
     remat: rematerialisation per decoder layer: "none", "full" or "dots_saveable".
     attention_impl: the decoder's attention over a whole sequence (learner, prefill), one of
       ATTENTION_IMPLS. Decode steps and shared-prompt attention keep their own kernels.
+    sequence_attention: with the "xla" attention under a mesh whose `sequence` axis is > 1, how
+      query rows split over it: "all_gather" (each device gathers all K/V) or "ring" (K/V blocks
+      passed around, flash-style combination); one of SEQUENCE_ATTENTIONS. Unused otherwise.
   """
 
   text: TextConfig
@@ -106,12 +111,15 @@ class ModelConfig:
   scan_layers: bool = False
   remat: str = "none"
   attention_impl: str = "auto"
+  sequence_attention: str = "all_gather"
 
   def __post_init__(self):
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"remat={self.remat!r} is not one of {REMAT_POLICIES}")
     if self.attention_impl not in ATTENTION_IMPLS:
       raise ValueError(f"attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+    if self.sequence_attention not in SEQUENCE_ATTENTIONS:
+      raise ValueError(f"sequence_attention={self.sequence_attention!r} is not one of {SEQUENCE_ATTENTIONS}")
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"{field}={getattr(self, field)!r} must be float32, bfloat16 or float16")

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from r1jax.models.config import ModelConfig
 from r1jax.models.layers import (DenseND, RMSNorm, SwiGLU, apply_rotary, constrain, dot_product_attention, dtype_of,
                                  flat_matmul, padded_causal_attention, param_with_axes, rope_cos_sin)
+from r1jax.models.sequence_parallel import sequence_parallel_attention, sequence_shards
 
 Array = jax.Array
 # {"k", "v"}: stacked [layers, batch, cache_len, kv_heads, head_dim], or (non-scanned models only) a
@@ -91,10 +92,14 @@ def with_shared_prefix(own: KVCache, prefix: KVCache, prefix_mask: Array) -> KVC
       one matrix per prompt and head.
     prefix_mask: bool [prompts, prefix_len], True on real prompt tokens.
   """
+  # The prompt's slots split over `sequence` like the prefill's activations (a long video's cache
+  # is spread over the devices of its tokens); decode's reductions over them then combine
+  # per-device softmax partials (max, sum, weighted values) across the devices.
   transpose = lambda x: constrain(jnp.swapaxes(x, -3, -2),
-                                  (None,) * (x.ndim - 4) + ("act_batch", "act_kv_heads", None, None))
+                                  (None,) * (x.ndim - 4) + ("act_batch", "act_kv_heads", "act_length", None))
   return {"k": own["k"], "v": own["v"], "prefix_k": jax.tree.map(transpose, prefix["k"]),
-          "prefix_v": jax.tree.map(transpose, prefix["v"]), "prefix_mask": prefix_mask.astype(bool)}
+          "prefix_v": jax.tree.map(transpose, prefix["v"]),
+          "prefix_mask": constrain(prefix_mask.astype(bool), ("act_batch", "act_length"))}
 
 
 def shared_prefix_decode_attention(q: Array, k: Array, v: Array, mask: Array, prefix: tuple[Array, Array, Array]) -> Array:
@@ -244,9 +249,14 @@ class Attention(nn.Module):
     elif key_valid is not None:
       implementation = {"jax_xla": "xla", "cudnn": "cudnn"}[attention_implementation(cfg)]
       out = padded_causal_attention(q, k.astype(q.dtype), v.astype(q.dtype), key_valid, implementation)
+    elif layer_cache is not None and q.shape[1] == 1:
+      out = decode_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+    elif sequence_shards() > 1 and q.shape[1] % sequence_shards() == 0:
+      # Explicit sequence parallelism (learner, prefill); ring needs the keys to split too.
+      strategy = cfg.sequence_attention if k.shape[1] % sequence_shards() == 0 else "all_gather"
+      out = sequence_parallel_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, strategy)
     else:
-      attend = decode_attention if layer_cache is not None and q.shape[1] == 1 else dot_product_attention
-      out = attend(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+      out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
     out = DenseND(t.hidden_size, ("heads", "head_dim", "embed"), in_dims=2, use_bias=False, dtype=cfg.dtype,
                   param_dtype=cfg.param_dtype, name="o_proj")(out)
     return out, layer_cache
@@ -371,6 +381,8 @@ class CausalLM(nn.Module):
                        f"([batch, {'cache_len' if cache is not None else 'length'}])")
     mask = attention_visibility(attention_mask, length, cache_index)
     key_valid = attention_mask.astype(bool) if whole_rows and attention_implementation(cfg) != "xla" else None
+    # Positions ([batch, length] or M-RoPE [3, batch, length]) split on length like the activations.
+    positions = constrain(positions, (None,) * (positions.ndim - 2) + ("act_batch", "act_length"))
     cos, sin = rope_cos_sin(positions, t.head_dim, t.rope_theta, t.mrope_section)
 
     names = ("k", "v") if cache is None or "prefix_k" not in cache else ("k", "v", "prefix_k", "prefix_v")

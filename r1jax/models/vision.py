@@ -184,6 +184,35 @@ def num_merged_tokens(vision: VisionConfig, grid_thw) -> int:
   return int(grid.prod(axis=1).sum()) // vision.spatial_merge_size**2
 
 
+def check_prompt_fits(vision: VisionConfig, prompt_tokens: int, limit: int, video_grid_thw=None,
+                      what: str = "prompt") -> None:
+  """Host check, before any device work, that a prompt of `prompt_tokens` tokens fits `limit`.
+
+  Args:
+    prompt_tokens: the prompt's tokens, vision placeholders expanded.
+    limit: the configured maximum prompt length.
+    video_grid_thw: int [num_videos, 3] patch grids of the prompt's videos, to name the cause.
+
+  Raises:
+    ValueError naming the frame count, the tokens per frame and the limit (when the prompt has
+    videos), else the token count and the limit.
+  """
+  if prompt_tokens <= limit:
+    return
+  grid = None if video_grid_thw is None else np.asarray(video_grid_thw, np.int64).reshape(-1, 3)
+  if grid is None or not len(grid):
+    raise ValueError(f"{what} has {prompt_tokens} tokens, more than the limit of {limit} (max prompt length)")
+  frames = int(grid[:, 0].sum()) * vision.temporal_patch_size
+  video_tokens = num_merged_tokens(vision, grid)
+  per_frame = video_tokens / frames
+  budget = max(limit - (prompt_tokens - video_tokens), 0)
+  fit = int(budget // per_frame) // vision.temporal_patch_size * vision.temporal_patch_size  # whole temporal patches
+  raise ValueError(
+      f"{what} has {prompt_tokens} tokens, more than the limit of {limit} (max prompt length): its video(s) have "
+      f"{frames} frames x {per_frame:g} tokens per frame = {video_tokens} video tokens (+ {prompt_tokens - video_tokens}"
+      f" text tokens); sample fewer frames (at most {fit} at this frame size), use smaller frames, or raise the limit")
+
+
 def vision_rope_cos_sin(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
   """2D rotary tables [1, num_patches, head_dim] (fp32) from (row, col) positions [num_patches, 2].
 

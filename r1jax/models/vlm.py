@@ -29,19 +29,29 @@ Array = jax.Array
 _TEXT, _IMAGE, _VIDEO = 0, 1, 2
 
 
-def scatter_features(embeds: Array, token_mask: Array, features: Array) -> Array:
+def feature_index(token_mask) -> np.ndarray:
+  """Host NumPy: int32 [batch, length], the row of the features each pad token takes (row-major
+  order over the batch), -1 on every other token. `scatter_features` then places features token
+  by token, so a length split over devices (sequence parallelism) needs no global cumsum."""
+  mask = np.asarray(token_mask).astype(bool)
+  return np.where(mask, np.cumsum(mask.reshape(-1)).reshape(mask.shape) - 1, -1).astype(np.int32)
+
+
+def scatter_features(embeds: Array, token_mask: Array, features: Array, index: Array | None = None) -> Array:
   """Replaces the embeddings where `token_mask` is True by `features`, in row-major order.
 
   Args:
     embeds: [batch, length, embed]; token_mask: bool [batch, length]; features: [n, embed] with
       n = token_mask.sum(). Under jit a wrong n is not an error (the index is clipped): check
       on the host first, with `check_row_feature_counts`.
+    index: optional int [batch, length] from `feature_index(token_mask)` (host); without it the
+      index is a cumsum over the flattened batch on device.
   """
   batch, length, width = embeds.shape
-  flat_mask = token_mask.reshape(-1)
-  index = jnp.clip(jnp.cumsum(flat_mask) - 1, 0, features.shape[0] - 1)
-  merged = jnp.where(flat_mask[:, None], features[index].astype(embeds.dtype), embeds.reshape(-1, width))
-  return merged.reshape(batch, length, width)
+  if index is None:
+    index = (jnp.cumsum(token_mask.reshape(-1)) - 1).reshape(batch, length)
+  index = jnp.clip(index, 0, features.shape[0] - 1)
+  return jnp.where(token_mask[..., None], features[index].astype(embeds.dtype), embeds)
 
 
 def check_feature_counts(config: ModelConfig, input_ids, num_image_features: int, num_video_features: int) -> None:
@@ -246,7 +256,8 @@ class VisionLanguageModel(nn.Module):
   def __call__(self, input_ids: Array, *, attention_mask: Array | None = None, positions: Array | None = None,
                pixel_values: Array | None = None, image_grid_thw=None, pixel_values_videos: Array | None = None,
                video_grid_thw=None, image_embeds: Array | None = None, video_embeds: Array | None = None,
-               cache=None, cache_index: Array | int = 0, return_hidden: bool = False):
+               cache=None, cache_index: Array | int = 0, return_hidden: bool = False,
+               image_feature_index: Array | None = None, video_feature_index: Array | None = None):
     """Embeds tokens, scatters vision features at the pad tokens, runs the decoder.
 
     Args:
@@ -258,6 +269,8 @@ class VisionLanguageModel(nn.Module):
       pixel_values / pixel_values_videos: [num_patches, patch_dim] packed patches.
       image_grid_thw / video_grid_thw: concrete int [num_items, 3], or `VisionGrid`s under jit.
       image_embeds / video_embeds: precomputed `encode_vision` outputs instead of pixels.
+      image_feature_index / video_feature_index: optional int [batch, length] `feature_index`
+        of the pad tokens, computed on the host (concrete input_ids get it here); else a cumsum on device.
       cache, cache_index, return_hidden: as `CausalLM.__call__`.
 
     Returns:
@@ -271,9 +284,10 @@ class VisionLanguageModel(nn.Module):
                        "second_per_grid_ts, attention_mask)[0]")
     x = self.language_model.embed(input_ids)
     counts = {}
-    for kind, token_id, pixels, grid, embeds in (
-        ("image", cfg.image_token_id, pixel_values, image_grid_thw, image_embeds),
-        ("video", cfg.video_token_id, pixel_values_videos, video_grid_thw, video_embeds)):
+    concrete = not isinstance(input_ids, jax.core.Tracer)
+    for kind, token_id, pixels, grid, embeds, index in (
+        ("image", cfg.image_token_id, pixel_values, image_grid_thw, image_embeds, image_feature_index),
+        ("video", cfg.video_token_id, pixel_values_videos, video_grid_thw, video_embeds, video_feature_index)):
       if pixels is not None and pixels.shape[0] == 0:  # the processor's "no images" (zero rows)
         pixels = None
       if pixels is not None:
@@ -282,8 +296,10 @@ class VisionLanguageModel(nn.Module):
         embeds = self.visual(pixels, as_vision_grid(cfg.vision, grid, f"{kind}_grid_thw"))
       counts[kind] = 0 if embeds is None else embeds.shape[0]
       if counts[kind]:
-        x = scatter_features(x, input_ids == token_id, embeds)
-    if not isinstance(input_ids, jax.core.Tracer):
+        if index is None and concrete:
+          index = jnp.asarray(feature_index(np.asarray(input_ids) == token_id))
+        x = scatter_features(x, input_ids == token_id, embeds, index)
+    if concrete:
       check_feature_counts(cfg, input_ids, counts["image"], counts["video"])
     return self.language_model(inputs_embeds=x, positions=positions, attention_mask=attention_mask, cache=cache,
                                cache_index=cache_index, return_hidden=return_hidden)

@@ -46,7 +46,7 @@ from r1jax import sharding
 from r1jax.models import vlm
 from r1jax.models.layers import constrain
 from r1jax.models.llm import init_cache, with_shared_prefix
-from r1jax.models.vision import pad_vision_patches, vision_grid
+from r1jax.models.vision import check_prompt_fits, pad_vision_patches, vision_grid
 from r1jax.sampling import selection
 from r1jax.sampling.controls import SamplingControls, StaticControls
 from r1jax.sampling.outputs import SampleOutput
@@ -188,10 +188,14 @@ class Sampler:
       split over the batch mesh axes (data, fsdp) and heads over `tensor`. The params must
       already be placed (e.g. `r1jax.sharding.shard_params`). A mesh may span processes (see
       the module docstring).
+    max_prompt_length: optional limit on each prompt's tokens (vision placeholders expanded); a
+      longer prompt fails on the host, before any device work, naming its frames, tokens per
+      frame and the limit (`vision.check_prompt_fits`).
   """
 
   def __init__(self, model: nn.Module, *, buckets: Sequence[int] | None = None, pad_id: int | None = None,
-               decode_phases: int = 4, mesh: jax.sharding.Mesh | None = None, rules=None):
+               decode_phases: int = 4, mesh: jax.sharding.Mesh | None = None, rules=None,
+               max_prompt_length: int | None = None):
     self.model = model
     self.config = model.config
     self.buckets = None if buckets is None else tuple(sorted(int(b) for b in buckets))
@@ -205,6 +209,7 @@ class Sampler:
     self.max_decode_phases = int(decode_phases)
     self.mesh = mesh
     self.rules = rules
+    self.max_prompt_length = max_prompt_length
     self.spans_processes = sharding.spans_processes(mesh)
     self.compile_events: list[CompileEvent] = []
     self._executables: dict[tuple, Callable] = {}
@@ -447,7 +452,19 @@ class Sampler:
 
   def _check_batch(self, batch: PromptBatch) -> None:
     """Host checks the jitted prefill cannot make: each row's vision pad tokens against its grids
-    (`vlm.check_row_feature_counts`), and with several processes, equal batch shapes on all."""
+    (`vlm.check_row_feature_counts`), each prompt's length against `max_prompt_length`, and with
+    several processes, equal batch shapes on all."""
+    if self.max_prompt_length is not None:
+      grids = np.zeros((0, 3), np.int64) if batch.video_grid_thw is None else np.asarray(batch.video_grid_thw)
+      counts = batch.video_counts if batch.video_counts is not None else np.zeros(batch.batch_size, np.int64)
+      ends = np.cumsum(counts)
+      for row, tokens in enumerate(np.asarray(batch.lengths).tolist()):
+        if self.config.vision is None:
+          if tokens > self.max_prompt_length:
+            raise ValueError(f"prompt {row} has {tokens} tokens, more than max_prompt_length={self.max_prompt_length}")
+          continue
+        check_prompt_fits(self.config.vision, int(tokens), self.max_prompt_length,
+                          grids[ends[row] - counts[row]:ends[row]], what=f"prompt {row}")
     if self.config.is_multimodal:
       vlm.check_row_feature_counts(self.config, batch.input_ids, batch.image_grid_thw, batch.video_grid_thw,
                                    batch.image_counts, batch.video_counts)
@@ -476,7 +493,14 @@ class Sampler:
         pixels, grid = pad_vision_patches(self.config.vision, pixels, grid)
         layout = vision_grid(self.config.vision, grid)
         vision += [self._put(pixels, None), jax.tree.map(lambda x: self._put(x, None), layout)]
-    return args + tuple(vision)
+    # Where each pad token's feature row is, computed here per token (a sequence-split prefill
+    # then needs no global cumsum); with several processes the global rows are not all on this host.
+    indices = [None, None]
+    if not self.spans_processes:
+      for i, token_id in enumerate((self.config.image_token_id, self.config.video_token_id)):
+        if vision[2 * i] is not None:
+          indices[i] = self._put(vlm.feature_index(batch.input_ids == token_id), 0)
+    return args + tuple(vision) + tuple(indices)
 
   def _gather_vision(self, pixels: np.ndarray | None, grid: np.ndarray | None) -> tuple:
     """Every process's packed pixel values [patches, patch_dim] and grids [items, 3] of one kind,
@@ -510,7 +534,8 @@ class Sampler:
   # ------------------------------------------------------------------ jitted bodies
 
   def _prefill(self, params, input_ids, attention_mask, positions, decode_deltas, pixel_values=None,
-               image_grid=None, pixel_values_videos=None, video_grid=None, *, num_samples: int, first_phase: int):
+               image_grid=None, pixel_values_videos=None, video_grid=None, image_index=None, video_index=None, *,
+               num_samples: int, first_phase: int):
     """Prompts [B, P] -> (decode cache, decode state), as `Prefilled.cache` / `Prefilled.state`."""
     batch, length = input_ids.shape
     cache = init_cache(self.config, batch, length, per_layer=not self.config.scan_layers)
@@ -524,7 +549,8 @@ class Sampler:
         video_embeds = (None if pixel_values_videos is None
                         else module.encode_vision(pixel_values_videos, video_grid))
         hidden, cache = module(input_ids, attention_mask=attention_mask, positions=positions, image_embeds=image_embeds,
-                               video_embeds=video_embeds, cache=cache, return_hidden=True)
+                               video_embeds=video_embeds, cache=cache, return_hidden=True,
+                               image_feature_index=image_index, video_feature_index=video_index)
       # Only the last slot's logits are needed: every row's last prompt token is there (left padding).
       return _language_model(module).logits(hidden[:, -1:])[:, 0], cache
 
