@@ -49,7 +49,7 @@ for the SFT data, `teacher_responses`: the reasoning-injection target of each st
 imperfect teacher (`teacher_error` of its clicks hit the widget in the next band, and of its typed
 texts are another word), in InfiGUI-R1's output format:
 
-    <think><step>tap green Wi-Fi</step></think><tool_call>{"name": "mobile_use", "arguments": {"action": "click", "coordinate": [42, 98]}}</tool_call>
+    <think><step>Tap the green Wi-Fi switch</step></think><tool_call>{"name": "mobile_use", "arguments": {"action": "click", "coordinate": [42, 98]}}</tool_call>
 
 Splits: 'test' episodes are fixed (they ignore the seed); 'train' episode i is drawn from (seed, i)
 and drawn again while its `key` (template, goal, slots and colours of the first app screen) equals
@@ -250,7 +250,8 @@ def elements(phone: Phone, task: GuiTask) -> list[dict[str, Any]]:
 class Step:
   instruction: str
   action: dict[str, Any]  # AndroidControl's format
-  subgoal: str  # what the teacher's <step> states
+  subgoal: str  # what the teacher's <step> states: the step instruction, word for word (a tiny model copies it
+  # token by token; a paraphrase such as "tap orange 7:00" for "Tap the orange 7:00 alarm" it did not learn to write)
   distractor: dict[str, Any] | None = None  # the imperfect teacher's wrong action for this step
 
 
@@ -327,20 +328,22 @@ def _neighbour_click(phone: Phone, label: str, task: GuiTask, rng: np.random.Gen
 def _click_step(phone, label, noun, task, rng) -> Step:
   widget = phone.widget(label)
   x, y = widget.center(task)
-  return Step(f"Tap the {widget.color} {label} {noun}", {"action_type": "click", "x": x, "y": y},
-              f"tap {widget.color} {label}", _neighbour_click(phone, label, task, rng))
+  instruction = f"Tap the {widget.color} {label} {noun}"
+  return Step(instruction, {"action_type": "click", "x": x, "y": y}, instruction,
+              _neighbour_click(phone, label, task, rng))
 
 
 def _type_step(text, field, rng) -> Step:
   wrong = _pick(rng, [w for w in WORDS + CONTACTS if w != text])
-  return Step(f"Type {text} in the {field} field", {"action_type": "input_text", "text": text}, f"type {text}",
+  instruction = f"Type {text} in the {field} field"
+  return Step(instruction, {"action_type": "input_text", "text": text}, instruction,
               {"action_type": "input_text", "text": wrong})
 
 
 def _plan(phone: Phone, template: str, choice: dict[str, Any], rng, task: GuiTask) -> tuple[str, list]:
   """The goal and the step builders of `template`; each builder reads the phone as it is then."""
   app = choice["app"]
-  open_step = lambda: Step(f"Open the {app} app", {"action_type": "open_app", "app_name": app}, f"open {app}")
+  open_step = lambda: Step(f"Open the {app} app", {"action_type": "open_app", "app_name": app}, f"Open the {app} app")
   click = lambda label, noun: (lambda: _click_step(phone, label, noun, task, rng))
   if template == "toggle":
     widget = _pick(rng, [w for w in phone.apps["Settings"].widgets if w.kind == "toggle"])
@@ -349,7 +352,7 @@ def _plan(phone: Phone, template: str, choice: dict[str, Any], rng, task: GuiTas
   if template in ("page_toggle", "page_back"):
     page = _pick(rng, [w for w in phone.apps["Settings"].widgets if w.target.startswith("page:")])
     if template == "page_back":
-      back = lambda: Step("Go back", {"action_type": "navigate_back"}, "go back")
+      back = lambda: Step("Go back", {"action_type": "navigate_back"}, "Go back")
       return f"Look at {page.label} settings, then go back", [open_step, click(page.label, "item"), back]
     widget = _pick(rng, phone.pages[page.label].widgets)
     state = "off" if widget.on else "on"
@@ -367,7 +370,7 @@ def _plan(phone: Phone, template: str, choice: dict[str, Any], rng, task: GuiTas
   if template == "contact":
     contacts = phone.apps["Contacts"].widgets
     name = _pick(rng, [w.label for w in contacts[VISIBLE_CONTACTS:]])
-    scroll = lambda: Step("Scroll down the list", {"action_type": "scroll", "direction": "down"}, "scroll down",
+    scroll = lambda: Step("Scroll down the list", {"action_type": "scroll", "direction": "down"}, "Scroll down the list",
                           {"action_type": "scroll", "direction": "up"})
     return f"Call {name} from Contacts", [open_step, scroll, click(name, "contact")]
   alarm = _pick(rng, [w for w in phone.apps["Clock"].widgets if w.kind == "toggle"])
@@ -455,7 +458,7 @@ def write_split(path: str, split: str, num_episodes: int, *, task: GuiTask = Gui
     raise ValueError(f"teacher_error={teacher_error} must be in [0, 1]")
   params = {"split": split, "num_episodes": num_episodes, "task": dataclasses.asdict(task),
             "seed": seed if split == "train" else _TEST_SEED, "test_size": test_size if split == "train" else None,
-            "teacher_error": teacher_error if split == "train" else None, "version": 1}
+            "teacher_error": teacher_error if split == "train" else None, "version": 2}
   out = {"path": os.path.join(path, f"{split}.jsonl"), "seconds": 0.0}
   params_path = os.path.join(path, f"{split}.params.json")
   if reuse and written_with(params_path, params) and os.path.isfile(out["path"]):
