@@ -15,8 +15,10 @@ Files, in the layouts `three_d_r1.py` reads (ScanQA-style records, Scene-30K `co
     <dir>/<split>.json                     [{"scene_id", "question_id", "question", "answers",
                                              "object_ids", "object_names", "boxes"[, "cot"]}, ...]
 
-'train' records carry the teacher's `cot`: `<think>The white ball rests on the red box.</think>
-<answer>red box, box: [1,1,0,3,3,2]</answer>`; a share `teacher_error` of them name
+'train' records carry the teacher's `cot`: `<think>The white ball rests on the red box, box: [1,1,0,5,5,2].</think>
+<answer>the red box</answer>`: the box stands in the reasoning, where the perception term finds it, and
+not in the answer, whose text the semantic term embeds (a box inside the answer lowers its cosine to
+the reference "red box": GRPO then learned to drop the box, see the config's docstring); a share `teacher_error` of them name
 the box in the slot next to the right one (its name and its box), so SFT leaves the policy between
 two boxes and the reward's perception (IoU) and semantic terms tell them apart in RL.
 
@@ -136,8 +138,8 @@ def box_text(box: list[float]) -> str:
 
 def response(item: Item, named: int) -> str:
   """The Scene-30K-style CoT of a teacher that names box `named` (the one under the ball when right)."""
-  return (f"<think>The white ball rests on the {item.name(named)}.</think>"
-          f"<answer>{item.name(named)}, {box_text(item.box(named))}</answer>")
+  return (f"<think>The white ball rests on the {item.name(named)}, {box_text(item.box(named))}.</think>"
+          f"<answer>the {item.name(named)}</answer>")
 
 
 def record(item: Item, scene_id: str, *, named: int | None, question_id: str) -> dict[str, Any]:

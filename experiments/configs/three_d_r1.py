@@ -10,7 +10,7 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   each colour in its own slot of a 3 x 2 grid (so the answer's box follows from its colour: found by content, which
   a tiny model reads, not by a token's position, which it does not), a white ball on one box; every fifth of the
   60 layouts is held out; "Which box is under the white ball?" ->
-  `<think>The white ball rests on the red box.</think><answer>red box, box: [1,1,0,5,5,2]</answer>`;
+  `<think>The white ball rests on the red box, box: [1,1,0,5,5,2].</think><answer>the red box</answer>`;
 * views: 8 candidate cameras rendered from the point cloud (top, front, side, 5 orbit; 56 x 56 px), the view
   selector (r1jax/view_selection.py, weights 0.3 / 0.35 / 0.35; S_text from all-MiniLM-L6-v2 in JAX, S_cov the
   z-buffer coverage) keeps 4;
