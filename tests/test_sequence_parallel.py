@@ -222,3 +222,28 @@ def test_a_too_long_video_prompt_fails_before_device_work_naming_frames_and_limi
                                        r"per frame = 32 video tokens .*at most 8 "):
     sampler(None, [prompt], key=jax.random.key(0), controls=controls)  # params never needed: fails first
   assert not sampler.compile_events
+
+
+def test_the_video_tower_runs_once_per_prefill_under_a_sequence_mesh():
+  """2 video prompts x G = 3 rows, fsdp 2 x sequence 4: one tower run over both prompts' patches, one
+  multimodal prefill of the 2 prompts; the decode steps never touch the tower."""
+  from tests.sampling.helpers import CALLS, CountingVisionLanguageModel  # pylint: disable=g-import-not-at-top
+  cfg = TINY_VL
+  model = CountingVisionLanguageModel(cfg)
+  params = api.init_params(vlm.VisionLanguageModel(cfg), jax.random.key(0))
+  rng = np.random.default_rng(0)
+  grid_thw = np.array([[2, 4, 4]])
+  tokens = vision.num_merged_tokens(cfg.vision, grid_thw)
+  prompts = [sampling.Prompt(np.array([5] * n + [cfg.vision_start_token_id] + [cfg.video_token_id] * tokens
+                                      + [cfg.vision_end_token_id, 7]),
+                             pixel_values_videos=rng.normal(size=(int(grid_thw.prod()), cfg.vision.patch_dim)).astype(
+                                 np.float32), video_grid_thw=grid_thw) for n in (3, 6)]
+  mesh = _mesh({"fsdp": 2, "sequence": 4})
+  placed = sharding.shard_params(params, mesh, model=model)
+  controls = SamplingControls(max_new_tokens=4, greedy=True, stop_token_ids=())
+  CALLS.clear()
+  split = Sampler(model, mesh=mesh)(placed, prompts, key=jax.random.key(0), num_samples=3, controls=controls)
+  jax.block_until_ready(split.tokens)
+  jax.effects_barrier()
+  assert sorted(name for name, _ in CALLS) == ["encode_vision", "multimodal_forward"], CALLS
+  assert dict(CALLS)["multimodal_forward"][0] == 2  # the prompts, not their 6 rows
