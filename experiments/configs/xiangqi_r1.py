@@ -19,29 +19,35 @@ The embedded default (no argument) trains end to end on a CPU, with no downloads
   generator;
 * stage `strategy_sft` (300 steps x 16): the engine's evaluation, a PV-based rationale and its best move,
   `<think>evaluation: winning. line: b4b9 d9d8</think><answer>b4b9</answer>`;
-* stage `grpo` (120 steps x 8 prompts): G=8 at temperature 1.0 on the strategy prompts, lr 5e-4 after 20
-  warmup updates, k3 KL 0.04 to the stage-2 policy, the xiangqi_r1 reward (format 0.1,
-  legality 0.2, quality from the judge's centipawn loss 0.6, analysis 0.1), judged by the default
-  judge (Fairy-Stockfish at depth 8, else the built-in searcher);
+* stage `grpo` (200 steps x 8 prompts): G=8 at temperature 1.0 on the strategy prompts, lr 5e-4 after 20
+  warmup updates then cosine to 0, k3 KL 0.04 to the stage-2 policy, the xiangqi_r1_legal_first reward
+  (format 0.1, legality 0.5, quality from the judge's centipawn loss 0.3, analysis 0.1), judged by the
+  default judge (Fairy-Stockfish at depth 8, else the built-in searcher). Why legality first: stage 2
+  leaves legality near 50% and, with the paper-style weights (xiangqi_r1: legality 0.2, quality 0.6), a
+  legal move of poor quality (~0.3) falls below the mean of any group holding a good move, so GRPO
+  pushed legal moves down as often as up (120 steps: legality +8 / +6.5 / 0 points). The held-out rows
+  of every stage are scored with xiangqi_r1 (`config.eval.reward`), so the reward column compares;
 * evaluation after each stage (greedy) on 200 held-out positions: move legality, top-1 agreement with
   the engine, mean centipawn loss (illegal moves count 1000), analysis accuracy (the stated
   evaluation), format rate.
 
-Measured (2 CPU cores shared with other runs, load average 10-20, 3 seeds run side by side; wall time
-44-46 min each under that load, so the quiet-machine runtime is not measured), held-out, greedy:
+Measured with these settings (2 CPU cores shared with other runs, load average 8-15, one run at a time;
+seed 0's GRPO stage ran from the stage-2 export of a run with the same SFT settings), held-out, greedy:
 
     seed stage         legal   top1  cp_loss  analysis  format
-    0    strategy_sft  0.535  0.105    743.5     0.540   1.000
-    0    grpo          0.530  0.085    795.3     0.540   1.000
-    1    strategy_sft  0.490  0.080    753.7     0.590   1.000
-    1    grpo          0.555  0.125    681.5     0.535   0.985
-    2    strategy_sft  0.350  0.075    860.2     0.445   1.000
-    2    grpo          0.350  0.075    863.5     0.540   1.000
+    0    strategy_sft  0.480  0.080    771.1     0.540   1.000
+    0    grpo          0.600  0.135    651.8     0.540   1.000
+    1    strategy_sft  0.595  0.100    674.1     0.545   1.000
+    1    grpo          0.605  0.115    709.3     0.535   1.000
 
-(after legal_sft: legality 0.00-0.01 on these analysis prompts, which stage 1 never asks.) GRPO does NOT
-yet reach the issue's +10 points: legality -0.5 / +6.5 / +0.0, analysis 0.0 / -5.5 / +9.5 (seed 2's
-gain is the policy saying "winning" everywhere, the held-out majority, 53%). The sampled reward rises
-during GRPO (seed 0: 0.43 -> 0.47, training legality 0.61 -> 0.69) but the greedy policy barely moves.
+(seed 2 not run with these settings; after legal_sft: legality 0.00-0.02 on these analysis prompts, which
+stage 1 never asks.) GRPO - stage 2 legality: +12.0 (seed 0), +1.0 (seed 1): the issue's +10 points on 3
+seeds is NOT met. Why (probe of seed 1's exports, G=8 at T=1 on the 200 held-out positions): GRPO raises
+the legality of its samples from 0.40 to 0.57 but not that of the greedy move (0.595 -> 0.605): it
+sharpens the policy onto the moves it already ranks first, and 18-25% of positions have no legal sample
+of 8, hence no signal. Stage 2 says "winning" for every position (analysis = the 53% majority label).
+The earlier settings (xiangqi_r1 reward, 120 steps, constant lr): legality -0.5 / +6.5 / +0.0 and +8.0
+(seed 0 re-run), analysis never above the majority label.
 
 Each stage starts from the previous stage's export (<workdir>/<stage>/hf). Re-running resumes.
 `experiments/eval.py --config=experiments/configs/xiangqi_r1.py --checkpoint=<workdir>/grpo/hf` re-scores
@@ -92,6 +98,7 @@ def embedded_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 100
   config.train.log_every = 10
   config.eval.summary = SUMMARY
+  config.eval.reward = "xiangqi_r1"  # every stage's table row is scored with the paper-style weights
   config.eval.splits = ml_collections.ConfigDict(
       {"held_out": dict(synthetic="test", mode="grpo", batch_size=50)})
   config.stages = ml_collections.ConfigDict({
@@ -99,9 +106,13 @@ def embedded_config() -> ml_collections.ConfigDict:
                         optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
       "strategy_sft": dict(stage="sft", data=dict(mode="strategy", batch_size=16),
                            optim=dict(learning_rate=1e-3, warmup_steps=10), train=dict(steps=300)),
+      # Legality-first reward (see r1jax/rewards/xiangqi.py): with the paper-style weights a legal move of
+      # poor quality sits below its group's mean, so GRPO pushed legal moves down as often as up. The
+      # cosine decay lands the policy instead of stopping it mid-walk at lr 5e-4.
       "grpo": dict(stage="grpo", data=dict(mode="grpo", batch_size=8, length_buckets=(64,)),
-                   optim=dict(learning_rate=5e-4, warmup_steps=20, micro_batches=2),
-                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=120)),
+                   reward=dict(name="xiangqi_r1_legal_first"),
+                   optim=dict(learning_rate=5e-4, warmup_steps=20, micro_batches=2, schedule="cosine"),
+                   rl=dict(epsilon_high=0.28, beta=0.04), train=dict(steps=200)),
   })
   config.stage_order = STAGES
   return config
