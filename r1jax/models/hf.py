@@ -130,7 +130,8 @@ def _get(tree: dict, path: tuple[str, ...]):
 
 
 def load_pretrained(path: str, dtype=jnp.float32, mesh=None, *, compute_dtype=None, scan_layers: bool = False,
-                    remat: str = "none", attention_impl: str = "auto", rules=None) -> tuple[Any, dict]:
+                    remat: str = "none", attention_impl: str = "auto", sequence_attention: str = "all_gather",
+                    rules=None) -> tuple[Any, dict]:
   """Loads a local HF folder (config.json + one or many *.safetensors).
 
   Args:
@@ -139,7 +140,8 @@ def load_pretrained(path: str, dtype=jnp.float32, mesh=None, *, compute_dtype=No
     mesh: a `jax.sharding.Mesh`; each parameter is then placed straight into its sharding and
       every process reads only the slices its devices own (`rules`: logical-axis rules,
       defaulting to `r1jax.sharding`'s).
-    scan_layers, remat, attention_impl: runtime options of the returned model (`ModelConfig`).
+    scan_layers, remat, attention_impl, sequence_attention: runtime options of the returned model
+      (`ModelConfig`).
 
   Returns:
     (model, params) with params = {"params": pytree}; `model.apply(params, ...)` runs it.
@@ -151,7 +153,8 @@ def load_pretrained(path: str, dtype=jnp.float32, mesh=None, *, compute_dtype=No
   """
   dtype_name = jnp.dtype(dtype).name
   config = load_hf_config(path, dtype=jnp.dtype(compute_dtype or dtype).name, param_dtype=dtype_name,
-                          scan_layers=scan_layers, remat=remat, attention_impl=attention_impl)
+                          scan_layers=scan_layers, remat=remat, attention_impl=attention_impl,
+                          sequence_attention=sequence_attention)
   model = api.build_model(config)
   folder = SafetensorsFolder(path)
   conversion = conversion_rules(config, folder.names())

@@ -38,6 +38,9 @@ def default_config() -> ConfigDict:
   c.model.scan_layers = ml_collections.config_dict.placeholder(bool)
   c.model.remat = "none"  # "none" | "full" | "dots_saveable"
   c.model.attention_impl = "auto"  # "auto" (cuDNN fused on a GPU in bf16, else XLA) | "xla" | "jax_xla" | "cudnn"
+  # Under mesh.shape.sequence > 1: "all_gather" (each device gathers K/V, attends its query rows) | "ring"
+  # (K/V blocks passed device to device, flash-style partials); r1jax/models/sequence_parallel.py.
+  c.model.sequence_attention = "all_gather"
 
   c.mesh = ConfigDict()
   c.mesh.shape = ConfigDict(dict(data=1, fsdp=-1, tensor=1, sequence=1))  # -1: all remaining devices

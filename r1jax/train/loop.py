@@ -90,7 +90,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, hooks: DataHooks) -> di
 def runtime_options(model_config) -> dict[str, Any]:
   """The `ModelConfig` runtime options `config.model` sets; those left unset (None) take the preset's
   defaults, or ModelConfig's (fp32, unscanned) for an hf_config."""
-  names = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl")
+  names = ("dtype", "param_dtype", "scan_layers", "remat", "attention_impl", "sequence_attention")
   return {k: model_config[k] for k in names if model_config[k] is not None}
 
 
@@ -102,7 +102,8 @@ def build_policy(config, mesh, rules) -> tuple[Any, Any, Any]:
     model, params = models.load_pretrained(init_from, dtype=jnp.dtype(m.param_dtype or "float32"), mesh=mesh,
                                            compute_dtype=jnp.dtype(m.dtype or "float32"),
                                            scan_layers=bool(m.scan_layers), remat=m.remat,
-                                           attention_impl=m.attention_impl, rules=rules)
+                                           attention_impl=m.attention_impl,
+                                           sequence_attention=m.sequence_attention, rules=rules)
   else:
     if config.model.preset:
       model_config = models.preset(config.model.preset, **runtime)

@@ -62,3 +62,16 @@ def test_unset_model_options_take_the_preset_s_defaults_and_set_ones_override_th
   hf = models.config_from_hf(models.config_to_hf(models.preset("qwen2.5-0.5b")),
                              **loop.runtime_options(config_lib.default_config().model))
   assert (hf.dtype, hf.scan_layers) == ("float32", False)  # an hf_config: ModelConfig's defaults
+
+
+def test_sequence_attention_reaches_a_preset_model_and_one_loaded_from_an_hf_folder(tmp_path):
+  from r1jax import models  # pylint: disable=g-import-not-at-top
+  from r1jax.train import loop  # pylint: disable=g-import-not-at-top
+  from tests.models.hf_fixtures import tiny_qwen2  # pylint: disable=g-import-not-at-top
+  model = config_lib.default_config().model
+  assert models.preset("qwen2.5-0.5b", **loop.runtime_options(model)).sequence_attention == "all_gather"
+  model.sequence_attention = "ring"
+  assert models.preset("qwen2.5-0.5b", **loop.runtime_options(model)).sequence_attention == "ring"
+  tiny_qwen2(tmp_path)
+  loaded, _ = models.load_pretrained(str(tmp_path), sequence_attention="ring")
+  assert loaded.config.sequence_attention == "ring"
