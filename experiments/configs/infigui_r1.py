@@ -35,9 +35,15 @@ for the 10-minute target). The learning target (RLOO >= 10 points of step succes
     rloo      held_out              0.440     1.000     1.000     0.597
     rloo      held_out_clicks       0.296     1.000     1.000     0.493
 
-    this default (sub-goal = the instruction, 4 layers, SFT 600): SFT held_out 0.489, held_out_clicks 0.282;
-    RLOO stopped at step 79 of 150 (out of time), its training reward fell from 0.53 to 0.25-0.50 with the
-    KL to the SFT policy at 0.07-0.17 (lr 5e-4 is too high for the 4-layer model).
+    this default (sub-goal = the instruction, 4 layers, SFT 600; RLOO stopped at step 79 of 150, out of time,
+    and its checkpoint re-scored with experiments/eval.py):
+    stage     split            step_success  type_acc    format    reward
+    sft       held_out              0.489     1.000     1.000     0.632
+    sft       held_out_clicks       0.282     1.000     1.000     0.483
+    rloo@79   held_out              0.319     0.894     0.894     0.480
+    rloo@79   held_out_clicks       0.211     1.000     1.000     0.432
+    RLOO's training reward fell from 0.53 to 0.25-0.50 with the KL to the SFT policy at 0.07-0.17: lr 5e-4
+    is too high for the 4-layer model.
 
 Click grounding after SFT is at chance (4 widgets over 5 bands): the SFT policy names the right widget in its
 <step> (after the sub-goal became the instruction word for word) but does not find its band on the screen, so
