@@ -5,7 +5,7 @@ import pytest
 from r1jax.rewards import base, got_r1, sanity, schema
 
 # The recipe name a reward's messages start with (aliases share their recipe's).
-RECIPES = {name: "xiangqi" if name == "xiangqi_r1" else name for name in base.names()}
+RECIPES = {name: "xiangqi" if name.startswith("xiangqi_r1") else name for name in base.names()}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
