@@ -46,7 +46,8 @@ samples to reinforce on `point`. In a shorter rerun (SFT 300 steps, stage 2 40 s
 greedy answers put every point, and every trace, at the table's centre whatever the scene (which is what
 lowers the trace RMSE) and answer "Is the red object left of the blue object?" with a point list: stage 2
 trains on pointing prompts only (as the paper's) and the policy forgets QA (format still 1, accuracy 0; the
-reward is right to score a point list as a wrong answer). SFT's QA 0.49 is answering `no` to everything. SFT-only probes (point_rec only, 400-800 steps) locate the failure: with ONE
+reward is right to score a point list as a wrong answer). In that rerun SFT answers `no` to every QA
+question sampled, so SFT's QA accuracy (0.45-0.49) is the share of `no` answers, not spatial reasoning. SFT-only probes (point_rec only, 400-800 steps) locate the failure: with ONE
 object per scene the tiny model points at its cell 98% of the time (it reads where an object stands); with two
 or more it does not learn to pick the NAMED one (in_region 0.09-0.24, also with 1-4 objects per scene,
 option `min_objects`, with the instruction before the image, option `instruction_first`, so the image's
