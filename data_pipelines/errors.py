@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import zlib
 
 import av
@@ -44,6 +45,16 @@ class BadExampleError(ValueError):
 # decompression failures as zlib.error; PyAV's errors do not derive from OSError.
 MEDIA_ERRORS = (OSError, EOFError, SyntaxError, zlib.error, PIL.Image.DecompressionBombError,
                 av.error.FFmpegError)
+
+
+def field_error(reason: str, where: str, field: str, message: str) -> BadExampleError:
+  """A record's `field` is missing or wrong: the error names the record (`where`) and the field."""
+  return BadExampleError(reason, where, f"field {field!r}: {message}")
+
+
+def is_finite_number(value) -> bool:
+  """An int or float (not a bool) that is finite: what a coordinate or a box corner must be."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def media_error(where: str, error: BaseException) -> BadExampleError:

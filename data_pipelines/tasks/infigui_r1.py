@@ -116,10 +116,6 @@ def _system(prompt_style: str) -> str:
   return SYSTEM_PROMPT if prompt_style == "released" else SHORT_SYSTEM_PROMPT
 
 
-def _bad(reason: str, where: str, field: str, message: str) -> errors.BadExampleError:
-  return errors.BadExampleError(reason, where, f"field {field!r}: {message}")
-
-
 def _text(value: Any) -> str:
   return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else value
 
@@ -128,10 +124,10 @@ def _list(fields: dict[str, Any], key: str, where: str, *, required: bool = True
   value = fields.get(key)
   if value is None or (isinstance(value, (list, tuple)) and not value and required):
     if required:
-      raise _bad(errors.MISSING_FIELD, where, key, f"missing or empty (fields: {sorted(fields)})")
+      raise errors.field_error(errors.MISSING_FIELD, where, key, f"missing or empty (fields: {sorted(fields)})")
     return []
   if not isinstance(value, (list, tuple)):
-    raise _bad(errors.BAD_RECORD, where, key, f"expected a list, got {type(value).__name__}")
+    raise errors.field_error(errors.BAD_RECORD, where, key, f"expected a list, got {type(value).__name__}")
   return list(value)
 
 
@@ -141,9 +137,10 @@ def parse_action(value: Any, where: str, index: int) -> dict[str, Any]:
   try:
     action = json.loads(_text(value)) if isinstance(value, (str, bytes, bytearray)) else value
   except ValueError as e:
-    raise _bad(errors.BAD_RECORD, where, field, f"not JSON: {e}") from None
+    raise errors.field_error(errors.BAD_RECORD, where, field, f"not JSON: {e}") from None
   if not isinstance(action, dict) or action.get("action_type") not in ACTION_TYPES:
-    raise _bad(errors.BAD_RECORD, where, field, f"expected an action_type in {ACTION_TYPES}, got {str(value)[:80]}")
+    raise errors.field_error(errors.BAD_RECORD, where, field,
+                             f"expected an action_type in {ACTION_TYPES}, got {str(value)[:80]}")
   return action
 
 
@@ -176,7 +173,7 @@ def action_truth(action: dict[str, Any], tree: Any, where: str, index: int) -> d
   if kind in ("click", "long_press"):
     x, y = action.get("x"), action.get("y")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y)):
-      raise _bad(errors.BAD_RECORD, where, field, f"a {kind} needs numbers x and y, got {action}")
+      raise errors.field_error(errors.BAD_RECORD, where, field, f"a {kind} needs numbers x and y, got {action}")
     truth = {"action": kind, "coordinate": [x, y]}
     boxes = _candidate_boxes(tree, (x, y))
     return {**truth, "candidate_bbox": boxes} if boxes else truth
@@ -185,7 +182,7 @@ def action_truth(action: dict[str, Any], tree: Any, where: str, index: int) -> d
     key, name = needs[kind]
     value = action.get(key)
     if not isinstance(value, str) or not value.strip():
-      raise _bad(errors.BAD_RECORD, where, field, f"a {kind} needs a non-empty {key!r}, got {action}")
+      raise errors.field_error(errors.BAD_RECORD, where, field, f"a {kind} needs a non-empty {key!r}, got {action}")
     return {"action": name, ("direction" if kind == "scroll" else "text"): value}
   if kind in ("navigate_back", "navigate_home"):
     return {"action": "system_button", "button": "Back" if kind == "navigate_back" else "Home"}
@@ -196,20 +193,20 @@ def _screenshot(entry: Any, base_dir: str, where: str, index: int) -> str | byte
   field = f"screenshots[{index}]"
   if isinstance(entry, (bytes, bytearray)):
     if not entry:
-      raise _bad(errors.BAD_MEDIA, where, field, "missing screenshot (empty PNG bytes)")
+      raise errors.field_error(errors.BAD_MEDIA, where, field, "missing screenshot (empty PNG bytes)")
     return bytes(entry)
   if not isinstance(entry, str) or not entry:
-    raise _bad(errors.BAD_MEDIA, where, field, "missing screenshot (no path or bytes)")
+    raise errors.field_error(errors.BAD_MEDIA, where, field, "missing screenshot (no path or bytes)")
   path = entry if os.path.isabs(entry) else os.path.normpath(os.path.join(base_dir, entry))
   if not os.path.isfile(path):
-    raise _bad(errors.BAD_MEDIA, where, field, f"missing screenshot: file {path} does not exist")
+    raise errors.field_error(errors.BAD_MEDIA, where, field, f"missing screenshot: file {path} does not exist")
   return path
 
 
 def _size(values: list[Any], index: int, key: str, where: str) -> int:
   value = values[index] if index < len(values) else None
   if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise _bad(errors.BAD_RECORD, where, f"{key}[{index}]", f"expected a positive integer, got {value!r}")
+    raise errors.field_error(errors.BAD_RECORD, where, f"{key}[{index}]", f"expected a positive integer, got {value!r}")
   return value
 
 
@@ -229,20 +226,22 @@ def step_example(raw: RawRecord, step: int, *, prompt_style: str = "released", m
   fields = raw.fields
   goal = _text(fields.get("goal"))
   if not isinstance(goal, str) or not goal.strip():
-    raise _bad(errors.MISSING_FIELD, where, "goal", f"missing or empty (fields: {sorted(fields)})")
+    raise errors.field_error(errors.MISSING_FIELD, where, "goal", f"missing or empty (fields: {sorted(fields)})")
   actions = _list(fields, "actions", where)
   screenshots = _list(fields, "screenshots", where)
   instructions = _list(fields, "step_instructions", where)
   trees = _list(fields, "accessibility_trees", where, required=False)
   if not 0 <= step < len(actions):
-    raise _bad(errors.BAD_RECORD, where, "actions", f"step {step} of an episode of {len(actions)} actions")
+    raise errors.field_error(errors.BAD_RECORD, where, "actions",
+                             f"step {step} of an episode of {len(actions)} actions")
   if len(screenshots) < len(actions) or len(instructions) < len(actions):
-    raise _bad(errors.BAD_RECORD, where, "screenshots/step_instructions",
-               f"{len(screenshots)} screenshots and {len(instructions)} step instructions for {len(actions)} actions")
+    raise errors.field_error(
+        errors.BAD_RECORD, where, "screenshots/step_instructions",
+        f"{len(screenshots)} screenshots and {len(instructions)} step instructions for {len(actions)} actions")
   action = parse_action(actions[step], where, step)
   instruction = _text(instructions[step])
   if not isinstance(instruction, str) or not instruction.strip():
-    raise _bad(errors.MISSING_FIELD, where, f"step_instructions[{step}]", "missing or empty")
+    raise errors.field_error(errors.MISSING_FIELD, where, f"step_instructions[{step}]", "missing or empty")
   image = _screenshot(screenshots[step], media_root or raw.base_dir, where, step)
   width = _size(_list(fields, "screenshot_widths", where), step, "screenshot_widths", where)
   height = _size(_list(fields, "screenshot_heights", where), step, "screenshot_heights", where)
@@ -271,24 +270,32 @@ def screenspot_example(raw: RawRecord, *, prompt_style: str = "released", media_
   fields = raw.fields
   for key in ("img_filename", "bbox", "instruction"):
     if not fields.get(key):
-      raise _bad(errors.MISSING_FIELD, where, key, f"missing or empty (fields: {sorted(fields)})")
+      raise errors.field_error(errors.MISSING_FIELD, where, key, f"missing or empty (fields: {sorted(fields)})")
   bbox = fields["bbox"]
-  if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
-          and bbox[2] > 0 and bbox[3] > 0):
-    raise _bad(errors.BAD_RECORD, where, "bbox", f"expected [left, top, width, height] with a positive size, got {bbox}")
+  if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox) and
+          bbox[2] > 0 and bbox[3] > 0):
+    raise errors.field_error(errors.BAD_RECORD, where, "bbox",
+                             f"expected [left, top, width, height] with a positive size, got {bbox}")
   root = media_root or os.path.join(raw.base_dir, SCREENSPOT_IMAGES)
   path = os.path.join(root, fields["img_filename"])
   try:
     with PIL.Image.open(path) as image:
       width, height = image.size
   except FileNotFoundError:
-    raise _bad(errors.BAD_MEDIA, where, "img_filename", f"missing screenshot: file {path} does not exist") from None
+    raise errors.field_error(errors.BAD_MEDIA, where, "img_filename",
+                             f"missing screenshot: file {path} does not exist") from None
   except errors.MEDIA_ERRORS as e:
-    raise _bad(errors.BAD_MEDIA, where, "img_filename", f"{path}: {type(e).__name__}: {e}") from None
+    raise errors.field_error(errors.BAD_MEDIA, where, "img_filename", f"{path}: {type(e).__name__}: {e}") from None
   x, y, w, h = bbox
-  truth = {"task_type": "point", "bbox": [x, y, x + w, y + h], "width": width, "height": height,
-           "answer": fields["instruction"], "data_type": fields.get("data_type", ""),
-           "data_source": fields.get("data_source", "")}
+  truth = {
+      "task_type": "point",
+      "bbox": [x, y, x + w, y + h],
+      "width": width,
+      "height": height,
+      "answer": fields["instruction"],
+      "data_type": fields.get("data_type", ""),
+      "data_source": fields.get("data_source", "")
+  }
   messages = [{"role": "system", "content": system},
               {"role": "user", "content": [{"type": "image"},
                                            {"type": "text", "text": f"Click on: {fields['instruction']}"}]}]

@@ -222,10 +222,6 @@ def zoom_turn(t1: float, t2: float) -> dict[str, Any]:
 
 
 # --- Reading records. ------------------------------------------------------------------------
-def _bad(reason: str, where: str, field: str, message: str) -> errors.BadExampleError:
-  return errors.BadExampleError(reason, where, f"field {field!r}: {message}")
-
-
 def _intervals(value: Any, where: str, field: str) -> list[list[float]]:
   """[[t1, t2], ...] with numbers t1 < t2; raises BAD_RECORD naming `field`."""
   if value is None:
@@ -235,8 +231,8 @@ def _intervals(value: Any, where: str, field: str) -> list[list[float]]:
       and all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
               for t in p) and p[0] < p[1] for p in value)
   if not ok:
-    raise _bad(errors.BAD_RECORD, where, field, f"expected [[start, end], ...] seconds with "
-               f"start < end, got {str(value)[:80]}")
+    raise errors.field_error(errors.BAD_RECORD, where, field, f"expected [[start, end], ...] seconds with "
+                             f"start < end, got {str(value)[:80]}")
   return [[float(a), float(b)] for a, b in value]
 
 
@@ -253,13 +249,13 @@ def _text(content: Any) -> str | None:
 
 def _solution_answer(solution: Any, where: str) -> str:
   if solution is None:
-    raise _bad(errors.MISSING_FIELD, where, "solution", "missing ('<answer>X</answer>')")
+    raise errors.field_error(errors.MISSING_FIELD, where, "solution", "missing ('<answer>X</answer>')")
   if not isinstance(solution, str):
-    raise _bad(errors.BAD_RECORD, where, "solution", f"expected '<answer>X</answer>', got "
-               f"{type(solution).__name__}")
+    raise errors.field_error(errors.BAD_RECORD, where, "solution", f"expected '<answer>X</answer>', got "
+                             f"{type(solution).__name__}")
   match = re.fullmatch(r"\s*(?:<answer>)?\s*(.*?)\s*(?:</answer>)?\s*", solution, re.DOTALL)
   if not match or not match.group(1):
-    raise _bad(errors.BAD_RECORD, where, "solution", f"no answer in {solution[:60]!r}")
+    raise errors.field_error(errors.BAD_RECORD, where, "solution", f"no answer in {solution[:60]!r}")
   return match.group(1)
 
 
@@ -277,18 +273,18 @@ def _question(fields: dict[str, Any], where: str) -> _Question:
                  and m.get("role") == "user"), None)
     text = _text(user.get("content")) if user else None
     if not text:
-      raise _bad(errors.MISSING_FIELD, where, "messages", "no user turn with text")
+      raise errors.field_error(errors.MISSING_FIELD, where, "messages", "no user turn with text")
     return _Question(text, fields.get("problem_type"), list(fields.get("options") or []), text)
   problem = fields.get("problem")
   if not isinstance(problem, str) or not problem:
-    raise _bad(errors.MISSING_FIELD, where, "problem", "missing or not text")
+    raise errors.field_error(errors.MISSING_FIELD, where, "problem", "missing or not text")
   problem_type = fields.get("problem_type")
   if problem_type not in TYPE_TEMPLATE:
-    raise _bad(errors.MISSING_FIELD if problem_type is None else errors.BAD_RECORD, where,
-               "problem_type", f"{problem_type!r} is not one of {sorted(TYPE_TEMPLATE)}")
+    raise errors.field_error(errors.MISSING_FIELD if problem_type is None else errors.BAD_RECORD, where, "problem_type",
+                             f"{problem_type!r} is not one of {sorted(TYPE_TEMPLATE)}")
   options = fields.get("options") or []
   if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-    raise _bad(errors.BAD_RECORD, where, "options", "expected a list of strings")
+    raise errors.field_error(errors.BAD_RECORD, where, "options", "expected a list of strings")
   return _Question(question_text(problem, options, problem_type), problem_type, options,
                    question_text(problem, options, problem_type)[:-len(TYPE_TEMPLATE[problem_type]) or None])
 
@@ -301,19 +297,19 @@ def _duration(fields: dict[str, Any], source, where: str) -> float:
     return video.probe_video(source).duration
   except errors.BadExampleError as e:
     key = "path" if "path" in fields else "video"
-    raise _bad(errors.BAD_MEDIA, where, key, f"{media_name(source)}: {e.detail}") from e
+    raise errors.field_error(errors.BAD_MEDIA, where, key, f"{media_name(source)}: {e.detail}") from e
 
 
 def _video_source(fields: dict[str, Any], base_dir: str, where: str) -> str:
   key = "path" if fields.get("path") else "video"
   value = fields.get(key)
   if not isinstance(value, str) or not value:
-    raise _bad(errors.MISSING_FIELD, where, "path", "no video path ('path' or 'video')")
+    raise errors.field_error(errors.MISSING_FIELD, where, "path", "no video path ('path' or 'video')")
   if value.startswith("file://"):
     value = value[len("file://"):]
   path = value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
   if not os.path.isfile(path):
-    raise _bad(errors.BAD_MEDIA, where, key, f"video file {path} does not exist")
+    raise errors.field_error(errors.BAD_MEDIA, where, key, f"video file {path} does not exist")
   return path
 
 
@@ -361,15 +357,15 @@ def to_example(record: Any, *, mode: str = "rl", video_dir: str = "",
   question = _question(fields, where)
   tgt = _intervals(fields.get("tgt"), where, "tgt")
   if "zoomin_intervals" not in fields and "messages" not in fields:
-    raise _bad(errors.MISSING_FIELD, where, "zoomin_intervals", "missing (use [] for none)")
+    raise errors.field_error(errors.MISSING_FIELD, where, "zoomin_intervals", "missing (use [] for none)")
   zooms = sorted(_intervals(fields.get("zoomin_intervals"), where, "zoomin_intervals"))
   answer = None
   if fields.get("solution") is not None or (mode == "rl" and not tgt):
     answer = _solution_answer(fields.get("solution"), where)
     letters = [o.split(".", 1)[0].strip() for o in question.options if "." in o]
     if question.problem_type == "multiple choice" and letters and answer not in letters:
-      raise _bad(errors.BAD_RECORD, where, "solution", f"answer {answer!r} is not one of the "
-                 f"options {letters}")
+      raise errors.field_error(errors.BAD_RECORD, where, "solution", f"answer {answer!r} is not one of the "
+                               f"options {letters}")
   source = _video_source(fields, video_dir or raw.base_dir, where)
   duration = _duration(fields, source, where)
 
@@ -377,21 +373,21 @@ def to_example(record: Any, *, mode: str = "rl", video_dir: str = "",
   response, zoom, earlier = None, None, [] if tgt else zooms
   if mode == "sft":
     if not turns:
-      raise _bad(errors.MISSING_FIELD, where, "messages", "no assistant turn (CoT) to learn")
+      raise errors.field_error(errors.MISSING_FIELD, where, "messages", "no assistant turn (CoT) to learn")
     if len(turns) > 2:
-      raise _bad(errors.BAD_RECORD, where, "messages", f"{len(turns)} assistant turns; "
-                 "expected 1 (one step) or 2 (zoom, then answer)")
+      raise errors.field_error(errors.BAD_RECORD, where, "messages", f"{len(turns)} assistant turns; "
+                               "expected 1 (one step) or 2 (zoom, then answer)")
     if len(turns) == 2:
       zoom = _chain_zoom(turns[0], zooms, where)
       earlier = list(zooms)
       earlier.remove(list(zoom))
     response = turns[(step or 1) - 1]
     if not response.startswith(prefixes()):
-      raise _bad(errors.BAD_RECORD, where, "messages", "the step text starts with neither "
-                 f"prefix {prefixes()}")
+      raise errors.field_error(errors.BAD_RECORD, where, "messages", "the step text starts with neither "
+                               f"prefix {prefixes()}")
 
-  messages = _step1_messages(question.text if prompt_style == "released" else question.short_text, duration,
-                             earlier, prompt_style)
+  messages = _step1_messages(question.text if prompt_style == "released" else question.short_text, duration, earlier,
+                             prompt_style)
   videos = [VideoRef(source, sampling=budgets.overview(duration))]
   videos += [zoom_ref(source, t1, t2, duration, budgets) for t1, t2 in earlier]
   if step == 2:
@@ -415,10 +411,12 @@ def _chain_zoom(text: str, zooms: list[list[float]], where: str) -> tuple[float,
   """The [t1, t2] a two-step record's zoom text asks for; it must be one of its zoomin_intervals."""
   match = _ZOOM_BOXED.search(text) if text.startswith(prefixes()[0]) else None
   if match is None:
-    raise _bad(errors.BAD_RECORD, where, "messages", "a two-step record's first assistant turn "
-               f"must start with {prefixes()[0]!r} and hold \\boxed{{[t1, t2]}}")
+    raise errors.field_error(
+        errors.BAD_RECORD, where, "messages", "a two-step record's first assistant turn "
+        f"must start with {prefixes()[0]!r} and hold \\boxed{{[t1, t2]}}")
   zoom = (float(match.group(1)), float(match.group(2)))
   if list(zoom) not in zooms:
-    raise _bad(errors.BAD_RECORD, where, "zoomin_intervals", f"the zoom text asks for "
-               f"{[int(t) for t in zoom]}, which is not among the record's {zooms}")
+    raise errors.field_error(
+        errors.BAD_RECORD, where, "zoomin_intervals", f"the zoom text asks for "
+        f"{[int(t) for t in zoom]}, which is not among the record's {zooms}")
   return zoom

@@ -193,10 +193,6 @@ def mask_box(mask: np.ndarray) -> list[int]:
 
 
 # --- Reading the layout. -------------------------------------------------------------------------
-def _bad(reason: str, where: str, field: str, message: str) -> errors.BadExampleError:
-  return errors.BadExampleError(reason, where, f"field {field!r}: {message}")
-
-
 def audio_capability_error(where: str) -> ValueError:
   return ValueError(f"{where}: an audio-visual record (RefAVS) needs an audio tower (Qwen2.5-Omni's audio "
                     "encoder), which r1jax does not have yet; use ReVOS / MeViS records (video only)")
@@ -282,18 +278,19 @@ def _boxes(fields: dict[str, Any], indices: list[int], hw: tuple[int, int], base
            max_objects: int) -> list[list[list[int]]]:
   anno_ids = fields.get("anno_id")
   if not isinstance(anno_ids, list) or not anno_ids:
-    raise _bad(errors.MISSING_FIELD, where, "anno_id", "no mask annotation ids")
+    raise errors.field_error(errors.MISSING_FIELD, where, "anno_id", "no mask annotation ids")
   masks = _mask_dict(os.path.join(base_dir, "mask_dict.json"))
   boxes = []
   for anno in anno_ids[:max_objects]:
     per_frame = masks.get(str(anno))
     if not isinstance(per_frame, list) or len(per_frame) < max(indices) + 1:
-      raise _bad(errors.BAD_RECORD, where, "anno_id", f"mask_dict.json has no {max(indices) + 1} frame masks "
-                 f"for anno_id {anno!r}")
+      raise errors.field_error(errors.BAD_RECORD, where, "anno_id",
+                               f"mask_dict.json has no {max(indices) + 1} frame masks "
+                               f"for anno_id {anno!r}")
     try:
       boxes.append([mask_box(rle_decode(per_frame[i], hw)) for i in indices])
     except ValueError as e:
-      raise _bad(errors.BAD_RECORD, where, "anno_id", f"mask of anno_id {anno!r}: {e}") from e
+      raise errors.field_error(errors.BAD_RECORD, where, "anno_id", f"mask of anno_id {anno!r}: {e}") from e
   return boxes
 
 
@@ -317,25 +314,27 @@ def to_example(raw: RawRecord, *, mode: str = "rl", max_frames: int = 24, max_ob
     raise audio_capability_error(where)
   expression = fields.get("exp")
   if not isinstance(expression, str) or not expression.strip():
-    raise _bad(errors.MISSING_FIELD, where, "exp", "no referring expression")
+    raise errors.field_error(errors.MISSING_FIELD, where, "exp", "no referring expression")
   names = fields.get("frames")
   if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-    raise _bad(errors.MISSING_FIELD, where, "frames", "the video's entry lists no frame names")
+    raise errors.field_error(errors.MISSING_FIELD, where, "frames", "the video's entry lists no frame names")
   names = sorted(names)
   indices = frame_indices(len(names), max_frames)
   folder = _frame_dir(raw.base_dir, fields["video"])
   paths = tuple(os.path.join(folder, names[i] + ".jpg") for i in indices)
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
-    raise _bad(errors.BAD_MEDIA, where, "frames", f"{len(missing)} of {len(paths)} frame files missing, e.g. "
-               f"{missing[0]}")
+    raise errors.field_error(errors.BAD_MEDIA, where, "frames",
+                             f"{len(missing)} of {len(paths)} frame files missing, e.g. "
+                             f"{missing[0]}")
   hw = _image_hw(paths[0])
   boxes = _boxes(fields, indices, hw, raw.base_dir, where, max_objects)
   response = None
   if mode == "sft":
     response = fields.get("answer")
     if not isinstance(response, str) or not response:
-      raise _bad(errors.MISSING_FIELD, where, "answer", "SFT needs the expression's 'answer' (a teacher completion)")
+      raise errors.field_error(errors.MISSING_FIELD, where, "answer",
+                               "SFT needs the expression's 'answer' (a teacher completion)")
   prompt = {"type": "text", "text": global_prompt(expression, len(paths), prompt_style)}
   clips = time_labelled_clips(len(paths)) if time_labels else [(0, len(paths))]
   content = []
@@ -377,9 +376,9 @@ def detail_example(raw: RawRecord, *, detail_max_pixels: int = 28 * 28 * 1280,
   fields, where = raw.fields, raw.where
   image, description, box = fields.get("image"), fields.get("description"), fields.get("bbox")
   if not isinstance(image, str) or not isinstance(description, str):
-    raise _bad(errors.MISSING_FIELD, where, "image", "a detail record needs 'image' and 'description'")
+    raise errors.field_error(errors.MISSING_FIELD, where, "image", "a detail record needs 'image' and 'description'")
   if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-    raise _bad(errors.BAD_RECORD, where, "bbox", f"expected [x1, y1, x2, y2], got {str(box)[:60]}")
+    raise errors.field_error(errors.BAD_RECORD, where, "bbox", f"expected [x1, y1, x2, y2], got {str(box)[:60]}")
   path = image if os.path.isabs(image) else os.path.join(raw.base_dir, image)
   h, w = _image_hw(path)
   rh, rw = smart_resize(h, w, min_pixels=detail_min_pixels, max_pixels=detail_max_pixels)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 from typing import Any
 
 import PIL.Image
@@ -64,37 +63,31 @@ MAX_PIXELS = 401408
 REQUIRED = ("messages", "images", "image_caption", "bboxs", "width", "height", "possible_answers")
 
 
-def _bad(reason: str, where: str, field: str, message: str) -> errors.BadExampleError:
-  return errors.BadExampleError(reason, where, f"field {field!r}: {message}")
-
-
-def _number(value: Any) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _size(fields: dict[str, Any], key: str, where: str) -> int:
   value = fields[key]
   if isinstance(value, float) and value.is_integer():
     value = int(value)
   if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-    raise _bad(errors.BAD_RECORD, where, key, f"expected a positive integer (pixels), got {value!r}")
+    raise errors.field_error(errors.BAD_RECORD, where, key, f"expected a positive integer (pixels), got {value!r}")
   return value
 
 
 def clip_boxes(boxes: Any, width: int, height: int, where: str) -> list[list[float]]:
   """Ground-truth boxes clipped to the image; raises BAD_RECORD naming a malformed or empty box."""
   if not isinstance(boxes, (list, tuple)) or not boxes:
-    raise _bad(errors.BAD_RECORD, where, "bboxs", f"expected a non-empty list of [x1, y1, x2, y2], got {str(boxes)[:80]}")
+    raise errors.field_error(errors.BAD_RECORD, where, "bboxs",
+                             f"expected a non-empty list of [x1, y1, x2, y2], got {str(boxes)[:80]}")
   clipped = []
   for box in boxes:
-    if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(_number(v) for v in box)):
-      raise _bad(errors.BAD_RECORD, where, "bboxs", f"box {str(box)[:60]} is not 4 numbers [x1, y1, x2, y2]")
+    if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(errors.is_finite_number(v) for v in box)):
+      raise errors.field_error(errors.BAD_RECORD, where, "bboxs",
+                               f"box {str(box)[:60]} is not 4 numbers [x1, y1, x2, y2]")
     x1, y1, x2, y2 = (float(v) for v in box)
-    inside = [min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
-              min(max(y2, 0.0), height)]
+    inside = [min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
     if inside[2] <= inside[0] or inside[3] <= inside[1]:
-      raise _bad(errors.BAD_RECORD, where, "bboxs", f"box {list(box)} has no area inside the {width}x{height} "
-                 "image (outside it, or x2 <= x1 / y2 <= y1)")
+      raise errors.field_error(
+          errors.BAD_RECORD, where, "bboxs", f"box {list(box)} has no area inside the {width}x{height} "
+          "image (outside it, or x2 <= x1 / y2 <= y1)")
     clipped.append(inside)
   return clipped
 
@@ -102,8 +95,9 @@ def clip_boxes(boxes: Any, width: int, height: int, where: str) -> list[list[flo
 def _accepted(value: Any, where: str) -> list[str]:
   accepted = [value] if isinstance(value, str) else value
   if not (isinstance(accepted, (list, tuple)) and accepted and all(isinstance(a, str) for a in accepted)):
-    raise _bad(errors.BAD_RECORD, where, "possible_answers", f"expected a string or a list of strings, got "
-               f"{str(value)[:80]}")
+    raise errors.field_error(errors.BAD_RECORD, where, "possible_answers",
+                             f"expected a string or a list of strings, got "
+                             f"{str(value)[:80]}")
   return list(accepted)
 
 
@@ -115,9 +109,9 @@ def _image_size(ref: records.MediaRef, where: str) -> tuple[int, int]:
       orientation = image.getexif().get(0x0112, 1)
       width, height = image.size
   except FileNotFoundError as e:
-    raise _bad(errors.BAD_MEDIA, where, "images", f"image file {name} does not exist") from e
+    raise errors.field_error(errors.BAD_MEDIA, where, "images", f"image file {name} does not exist") from e
   except errors.MEDIA_ERRORS as e:
-    raise _bad(errors.BAD_MEDIA, where, "images", f"{name}: {type(e).__name__}: {e}") from e
+    raise errors.field_error(errors.BAD_MEDIA, where, "images", f"{name}: {type(e).__name__}: {e}") from e
   return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
@@ -141,15 +135,15 @@ def to_example(raw: RawRecord, *, image_dir: str = "", prompt_style: str = "rele
   for key in REQUIRED:
     value = fields.get(key)
     if value is None or (isinstance(value, (str, list, tuple)) and not value):
-      raise _bad(errors.MISSING_FIELD, where, key, f"missing or empty (columns: {sorted(fields)})")
+      raise errors.field_error(errors.MISSING_FIELD, where, key, f"missing or empty (columns: {sorted(fields)})")
   if not isinstance(fields["messages"], list):
-    raise _bad(errors.BAD_RECORD, where, "messages", f"expected a list of {{role, content}}, got "
-               f"{type(fields['messages']).__name__}")
+    raise errors.field_error(errors.BAD_RECORD, where, "messages", f"expected a list of {{role, content}}, got "
+                             f"{type(fields['messages']).__name__}")
   images = fields["images"] if isinstance(fields["images"], (list, tuple)) else [fields["images"]]
   if len(images) != 1:
-    raise _bad(errors.BAD_RECORD, where, "images", f"expected one image, got {len(images)}")
+    raise errors.field_error(errors.BAD_RECORD, where, "images", f"expected one image, got {len(images)}")
   if not isinstance(fields["image_caption"], str) or not fields["image_caption"].strip():
-    raise _bad(errors.BAD_RECORD, where, "image_caption", "expected non-empty text")
+    raise errors.field_error(errors.BAD_RECORD, where, "image_caption", "expected non-empty text")
   width, height = _size(fields, "width", where), _size(fields, "height", where)
   accepted = _accepted(fields["possible_answers"], where)
   boxes = clip_boxes(fields["bboxs"], width, height, where)
@@ -159,8 +153,13 @@ def to_example(raw: RawRecord, *, image_dir: str = "", prompt_style: str = "rele
                                                   media_root=image_dir))
   actual = _image_size(example.images[0], where)
   if actual != (width, height):
-    raise _bad(errors.BAD_RECORD, where, "width/height", f"the record says {width}x{height} but the image is "
-               f"{actual[0]}x{actual[1]}")
-  ground_truth = dict(example.ground_truth, bboxs=boxes, width=width, height=height, possible_answers=accepted,
+    raise errors.field_error(errors.BAD_RECORD, where, "width/height",
+                             f"the record says {width}x{height} but the image is "
+                             f"{actual[0]}x{actual[1]}")
+  ground_truth = dict(example.ground_truth,
+                      bboxs=boxes,
+                      width=width,
+                      height=height,
+                      possible_answers=accepted,
                       answer=accepted[0])
   return dataclasses.replace(example, ground_truth=ground_truth, data_type="image")

@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
-import math
 import os
 from typing import Any, Callable, Sequence
 
@@ -62,25 +61,18 @@ SCENE_FILES = ("{}_aligned_vert.npy", "{}_vert.npy", "{}.npy", "{}_vh_clean_2.pl
 BOX_FILES = ("{}_aligned_bbox.npy", "{}_bbox.npy")
 
 
-def _bad(reason: str, where: str, field: str, message: str) -> errors.BadExampleError:
-  return errors.BadExampleError(reason, where, f"field {field!r}: {message}")
-
-
-def _number(value: Any) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_boxes(boxes: Any, where: str) -> list[list[float]]:
   """Ground-truth boxes as floats; BAD_RECORD naming a box that is not 6 finite numbers or whose max
   corner is below its min corner (no prediction could match it)."""
   if not isinstance(boxes, (list, tuple)) or not boxes:
-    raise _bad(errors.MISSING_FIELD, where, "boxes", f"expected a non-empty list of boxes, got {str(boxes)[:80]}")
+    raise errors.field_error(errors.MISSING_FIELD, where, "boxes",
+                             f"expected a non-empty list of boxes, got {str(boxes)[:80]}")
   out = []
   for box in boxes:
-    if not (isinstance(box, (list, tuple)) and len(box) == 6 and all(_number(v) for v in box)):
-      raise _bad(errors.BAD_RECORD, where, "boxes", f"box {str(box)[:80]} is not 6 finite numbers")
+    if not (isinstance(box, (list, tuple)) and len(box) == 6 and all(errors.is_finite_number(v) for v in box)):
+      raise errors.field_error(errors.BAD_RECORD, where, "boxes", f"box {str(box)[:80]} is not 6 finite numbers")
     if any(box[k] > box[k + 3] for k in range(3)):
-      raise _bad(errors.BAD_RECORD, where, "boxes", f"box {list(box)} has x2 < x1, y2 < y1 or z2 < z1")
+      raise errors.field_error(errors.BAD_RECORD, where, "boxes", f"box {list(box)} has x2 < x1, y2 < y1 or z2 < z1")
     out.append([float(v) for v in box])
   return out
 
@@ -90,22 +82,25 @@ def _scene_boxes(scene_dir: str, scene_id: str, object_ids: Sequence[Any], where
   path = next((os.path.join(scene_dir, p.format(scene_id)) for p in BOX_FILES
                if os.path.isfile(os.path.join(scene_dir, p.format(scene_id)))), None)
   if path is None:
-    raise _bad(errors.MISSING_FIELD, where, "boxes", f"no inline boxes and no {' / '.join(p.format(scene_id) for p in BOX_FILES)} "
-               f"in {scene_dir!r} to look object ids up in")
+    raise errors.field_error(
+        errors.MISSING_FIELD, where, "boxes",
+        f"no inline boxes and no {' / '.join(p.format(scene_id) for p in BOX_FILES)} "
+        f"in {scene_dir!r} to look object ids up in")
   try:
     table = np.load(path, allow_pickle=False)
   except (OSError, ValueError) as e:
-    raise _bad(errors.BAD_MEDIA, where, "boxes", f"cannot read {path}: {e}") from e
+    raise errors.field_error(errors.BAD_MEDIA, where, "boxes", f"cannot read {path}: {e}") from e
   if table.ndim != 2 or table.shape[1] < 8:
-    raise _bad(errors.BAD_MEDIA, where, "boxes", f"{path}: expected [K, 8] boxes, got {table.shape}")
+    raise errors.field_error(errors.BAD_MEDIA, where, "boxes", f"{path}: expected [K, 8] boxes, got {table.shape}")
   by_id = {int(row[7]): row for row in table}
   boxes = []
   for object_id in object_ids:
     try:
       row = by_id[int(object_id)]
     except (KeyError, ValueError, TypeError):
-      raise _bad(errors.BAD_RECORD, where, "object_ids", f"object {object_id!r} is not among the {len(by_id)} boxes "
-                 f"of {path}") from None
+      raise errors.field_error(errors.BAD_RECORD, where, "object_ids",
+                               f"object {object_id!r} is not among the {len(by_id)} boxes "
+                               f"of {path}") from None
     center, size = row[:3].astype(np.float64), row[3:6].astype(np.float64)
     boxes.append((center - size / 2).tolist() + (center + size / 2).tolist())
   return boxes
@@ -116,21 +111,23 @@ def _fields(fields: dict[str, Any], where: str) -> tuple[str, list[str], list[An
   if "description" in fields and "question" not in fields:  # ScanRefer: name the described object
     name = fields.get("object_name")
     if not isinstance(name, str) or not name:
-      raise _bad(errors.MISSING_FIELD, where, "object_name", f"missing or empty (keys: {sorted(fields)})")
+      raise errors.field_error(errors.MISSING_FIELD, where, "object_name", f"missing or empty (keys: {sorted(fields)})")
     if not isinstance(fields["description"], str) or not fields["description"].strip():
-      raise _bad(errors.MISSING_FIELD, where, "description", "missing or empty")
+      raise errors.field_error(errors.MISSING_FIELD, where, "description", "missing or empty")
     label = name.replace("_", " ")
     ids = [fields["object_id"]] if fields.get("object_id") is not None else []
     return fields["description"].strip(), [label], ids, [label]
   for key in ("question", "answers"):
     value = fields.get(key)
     if value is None or (isinstance(value, (str, list, tuple)) and not value):
-      raise _bad(errors.MISSING_FIELD, where, key, f"missing or empty (keys: {sorted(fields)})")
+      raise errors.field_error(errors.MISSING_FIELD, where, key, f"missing or empty (keys: {sorted(fields)})")
   if not isinstance(fields["question"], str):
-    raise _bad(errors.BAD_RECORD, where, "question", f"expected text, got {type(fields['question']).__name__}")
+    raise errors.field_error(errors.BAD_RECORD, where, "question",
+                             f"expected text, got {type(fields['question']).__name__}")
   answers = [fields["answers"]] if isinstance(fields["answers"], str) else list(fields["answers"])
   if not all(isinstance(a, str) and a.strip() for a in answers):
-    raise _bad(errors.BAD_RECORD, where, "answers", f"expected non-empty strings, got {str(answers)[:80]}")
+    raise errors.field_error(errors.BAD_RECORD, where, "answers",
+                             f"expected non-empty strings, got {str(answers)[:80]}")
   return fields["question"], answers, list(fields.get("object_ids") or []), list(fields.get("object_names") or [])
 
 
@@ -139,8 +136,9 @@ def scene_file(scene_dir: str, scene_id: str, where: str) -> str:
     path = os.path.join(scene_dir, pattern.format(scene_id))
     if os.path.isfile(path):
       return path
-  raise _bad(errors.BAD_MEDIA, where, "scene_id", f"no point cloud for {scene_id!r} in {scene_dir!r} "
-             f"(looked for {', '.join(p.format(scene_id) for p in SCENE_FILES)})")
+  raise errors.field_error(
+      errors.BAD_MEDIA, where, "scene_id", f"no point cloud for {scene_id!r} in {scene_dir!r} "
+      f"(looked for {', '.join(p.format(scene_id) for p in SCENE_FILES)})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +230,7 @@ def to_example(raw: RawRecord, *, scene_dir: str, selector: ViewSelector, prompt
     raise errors.BadExampleError(errors.BAD_RECORD, where, raw.error or "unreadable row")
   fields = raw.fields
   if not fields.get("scene_id"):
-    raise _bad(errors.MISSING_FIELD, where, "scene_id", f"missing or empty (keys: {sorted(fields)})")
+    raise errors.field_error(errors.MISSING_FIELD, where, "scene_id", f"missing or empty (keys: {sorted(fields)})")
   scene_id = str(fields["scene_id"])
   question, answers, object_ids, names = _fields(fields, where)
   if fields.get("boxes") is not None:
@@ -240,11 +238,11 @@ def to_example(raw: RawRecord, *, scene_dir: str, selector: ViewSelector, prompt
   elif object_ids:
     boxes = check_boxes(_scene_boxes(scene_dir, scene_id, object_ids, where), where)
   else:
-    raise _bad(errors.MISSING_FIELD, where, "boxes", "no inline boxes and no object ids to look them up")
+    raise errors.field_error(errors.MISSING_FIELD, where, "boxes", "no inline boxes and no object ids to look them up")
   response = fields.get("cot")
   if response is not None and not (isinstance(response, str) and "</think>" in response and "</answer>" in response):
-    raise _bad(errors.BAD_RECORD, where, "cot", f"expected '<think>...</think><answer>...</answer>', got "
-               f"{str(response)[:80]}")
+    raise errors.field_error(errors.BAD_RECORD, where, "cot", f"expected '<think>...</think><answer>...</answer>', got "
+                             f"{str(response)[:80]}")
   try:
     rendered = render_scene(scene_file(scene_dir, scene_id, where), selector.image_size, num_orbit)
   except errors.BadExampleError as e:
