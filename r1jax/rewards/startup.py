@@ -19,6 +19,7 @@ from r1jax.rewards import base, three_d_r1, xiangqi_engine
 
 _log = logging.getLogger(__name__)
 
+
 class MissingJudgeError(RunStoppedError):
   """A reward requires a judge that is neither provided nor buildable from the config."""
 
