@@ -197,13 +197,16 @@ class FrozenModel:
   # ------------------------------------------------------------------ log-probs
 
   def completion_logprobs(self, batch: dict[str, Any], *, temperature: float, pieces: int = 1,
-                          logits_chunk: int = 0) -> np.ndarray:
+                          logits_chunk: int = 0, vision_cache=None) -> np.ndarray:
     """float32 [rows, completion_len]: log-probs of a learner batch's completions under this model
-    (`train.learner_batch.completion_logprobs`), `rows / pieces` rows per device call."""
+    (`train.learner_batch.completion_logprobs`), `rows / pieces` rows per device call.
+    `vision_cache`: the step's `learner_batch.VisionCache`, only when this model's tower before
+    the merger is the one that encoded it (`learner_batch.vision_reuse`)."""
     from r1jax.train import learner_batch  # pylint: disable=g-import-not-at-top  (the trainer imports us)
     with sharding.use_mesh(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext():
       return learner_batch.completion_logprobs(self.model, self.params, batch, mesh=self.mesh, rules=self.rules,
-                                               temperature=temperature, pieces=pieces, logits_chunk=logits_chunk)
+                                               temperature=temperature, pieces=pieces, logits_chunk=logits_chunk,
+                                               vision_cache=vision_cache)
 
 
 def _count_bucket(n: int) -> int:

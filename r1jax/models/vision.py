@@ -381,7 +381,26 @@ class VisionTransformer(nn.Module):
     """pixel_values [num_patches, patch_dim] -> features [num_patches / merge**2, out_hidden_size].
 
     Features come out in the processor's order: those of item i are the i-th run of
-    t*h*w / merge**2 rows, matching the item's placeholder tokens.
+    t*h*w / merge**2 rows, matching the item's placeholder tokens. Equal to
+    `merge(encode_patches(pixel_values, grid))`.
+    """
+    return self.merge(self.encode_patches(pixel_values, grid))
+
+  def merge(self, patch_groups: Array) -> Array:
+    """The merger alone: [num_merged, merge**2, vision_embed] -> [num_merged, out_hidden_size].
+
+    It acts on each merged token's patches on their own, so any selection of rows of
+    `encode_patches`' output (a learner pass's items) merges to the same features.
+    """
+    return self.merger(patch_groups.reshape(-1, patch_groups.shape[-1]))
+
+  def encode_patches(self, pixel_values: Array, grid: VisionGrid) -> Array:
+    """Everything before the merger: pixel_values [num_patches, patch_dim] -> the last block's
+    hidden states grouped by merged token, [num_patches / merge**2, merge**2, vision_embed], in
+    the processor's order (item i's merged tokens are its i-th run of rows, as `__call__`'s).
+
+    This is the boundary the GRPO step caches when the patch embedding and the blocks are frozen
+    (`train.learner_batch.VisionCache`): the merger, trainable or not, then runs in the learner.
     """
     v, cfg = self.config.vision, self.config
     if pixel_values.ndim != 2 or pixel_values.shape[1] != v.patch_dim:
@@ -403,7 +422,8 @@ class VisionTransformer(nn.Module):
     else:
       for block, row in zip(self.blocks, mask_rows):
         x, _ = block(x, cos, sin, segments, int(row))
-    return self.merger(x)[grid.reverse_index]
+    # Window order -> the processor's order, a merged token's patches staying together.
+    return x.reshape(-1, unit, v.hidden_size)[grid.reverse_index]
 
 
 def _patch_embed_transforms(v: VisionConfig):

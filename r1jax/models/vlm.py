@@ -242,6 +242,15 @@ class VisionLanguageModel(nn.Module):
     """
     return self.visual(pixel_values, as_vision_grid(self.config.vision, grid_thw))
 
+  def encode_vision_patches(self, pixel_values: Array, grid_thw) -> Array:
+    """The tower before its merger (`VisionTransformer.encode_patches`): [num_merged_tokens,
+    merge**2, vision hidden] of packed pixel values; `grid_thw` as `encode_vision`'s."""
+    return self.visual.encode_patches(pixel_values, as_vision_grid(self.config.vision, grid_thw))
+
+  def merge_vision(self, patch_groups: Array) -> Array:
+    """The tower's merger (`VisionTransformer.merge`): [n, merge**2, vision hidden] -> features [n, text hidden]."""
+    return self.visual.merge(patch_groups)
+
   def dummy_inputs(self) -> dict[str, Any]:
     """One image of a single merged token: touches every parameter of both towers."""
     cfg = self.config

@@ -75,12 +75,22 @@ def hidden_states(model, params, batch: Batch) -> jax.Array:
   pixel values hold each prompt's images once: the vision tower runs once per prompt and every
   row gathers its vision tokens' features [row vision tokens] from that output (gradients of the
   rows sharing a prompt add up, as if each had been encoded separately).
+
+  With `vision_hidden` [cache tokens, merge**2, vision hidden] (a GRPO step's
+  `learner_batch.VisionCache`: the frozen tower's output before the merger, computed once per
+  step) and `image_hidden_index` / `video_hidden_index` [the pass's unique merged tokens] instead
+  of pixels, the tower does not run: the merger (trainable or not) merges the indexed rows under
+  `params`, and the rows gather their features from those as above.
   """
   kwargs = {k: batch[k] for k in _SEQUENCE_KEYS[3:] if k in batch}
   for kind, pixels_key, grid_key in (("image", "pixel_values", "image_grid_thw"),
                                      ("video", "pixel_values_videos", "video_grid_thw")):
     index = batch.get(f"{kind}_embed_index")
-    if index is not None and pixels_key in kwargs:
+    hidden_index = batch.get(f"{kind}_hidden_index")
+    if hidden_index is not None:
+      features = model.apply(params, batch["vision_hidden"][hidden_index], method=type(model).merge_vision)
+      kwargs[f"{kind}_embeds"] = features[index]
+    elif index is not None and pixels_key in kwargs:
       features = model.apply(params, kwargs.pop(pixels_key), kwargs.pop(grid_key), method=type(model).encode_vision)
       kwargs[f"{kind}_embeds"] = features[index]
   hidden, _ = model.apply(params, batch["input_ids"], positions=batch["positions"],

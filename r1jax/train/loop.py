@@ -391,9 +391,9 @@ class _Updater:
     self.config, self.model, self.mesh, self.rules, self.tx = config, model, mesh, rules, tx
     self.builder = SequenceBuilder(model)
 
-  def device_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-    """The learner batch on the mesh (`learner_batch.place`)."""
-    return learner_batch.place(self.model, batch, self.mesh, self.rules)
+  def device_batch(self, batch: dict[str, Any], vision_cache=None) -> dict[str, Any]:
+    """The learner batch on the mesh (`learner_batch.place`), with the step's `VisionCache` if any."""
+    return learner_batch.place(self.model, batch, self.mesh, self.rules, vision_cache)
 
   def logprob_options(self) -> dict[str, Any]:
     """How a learner batch's log-probs are computed (the policy's and the frozen reference's alike):
@@ -403,30 +403,32 @@ class _Updater:
                 pieces=self.config.rl.mini_batches * self.config.optim.micro_batches,
                 logits_chunk=self.config.optim.logits_chunk)
 
-  def completion_logprobs(self, params, batch: dict[str, Any]) -> np.ndarray:
+  def completion_logprobs(self, params, batch: dict[str, Any], vision_cache=None) -> np.ndarray:
     """[rows, completion_len] log-probs of `batch`'s completions under `params` (`logprob_options`)."""
     return learner_batch.completion_logprobs(self.model, params, batch, mesh=self.mesh, rules=self.rules,
-                                             **self.logprob_options())
+                                             vision_cache=vision_cache, **self.logprob_options())
 
-  def update(self, state, batch: dict[str, Any], grad_fn, train_step=None) -> tuple[Any, dict[str, Any], jax.Array]:
+  def update(self, state, batch: dict[str, Any], grad_fn, train_step=None, vision_cache=None
+             ) -> tuple[Any, dict[str, Any], jax.Array]:
     """One optimizer update over `batch`, split into `optim.micro_batches` micro-batches.
 
     grad_fn(params, device batch, frozen) -> (grads, loss_sum, count, metrics) of one micro-batch
     (`learner.grpo_grads` / `sft_grads`); train_step(state, device batch) -> (state, metrics,
     skipped), the same update fused into one call (`learner.grpo_train_step` / `sft_train_step`),
-    is used when there is one micro-batch. Returns (state, metrics, skipped) as device scalars: the
-    host does not wait for the update.
+    is used when there is one micro-batch. `vision_cache`: the step's `learner_batch.VisionCache`
+    (the micro-batches take its features instead of pixels). Returns (state, metrics, skipped) as
+    device scalars: the host does not wait for the update.
     """
     micro = self.config.optim.micro_batches
     n = rows.num_rows(batch)
     if n % micro:
       raise ValueError(f"{n} rows do not split into config.optim.micro_batches={micro}")
     if micro == 1 and train_step is not None:
-      return train_step(state, self.device_batch(batch))
+      return train_step(state, self.device_batch(batch, vision_cache))
     grads = loss_sum = count = metrics = None
     for i in range(micro):
       part = rows.take_rows(batch, np.arange(i * n // micro, (i + 1) * n // micro))
-      g, l, c, m = grad_fn(state.params, self.device_batch(part), state.frozen)
+      g, l, c, m = grad_fn(state.params, self.device_batch(part, vision_cache), state.frozen)
       grads, metrics = learner.add_trees(grads, g), (m if metrics is None else rl.accumulate_metrics(metrics, m))
       loss_sum = l if loss_sum is None else loss_sum + l
       count = c if count is None else count + c
@@ -469,6 +471,7 @@ class _GrpoStep:
     self.judge_context = judge_context(config.reward.name, config.reward, provided=frozen_models)
     self.last_samples: list[dict[str, Any]] = []
     self.reference = reference  # the KL reference (frozen); None when rl.beta == 0
+    self.vision_reuse = None  # (policy, reference) passes take a step's VisionCache: decided at the first step
     s = config.sampling
     self.sampler = Sampler(model, pad_id=self.builder.pad_id, decode_phases=s.decode_phases, mesh=updater.mesh,
                            rules=updater.rules)
@@ -509,11 +512,20 @@ class _GrpoStep:
     batch = _learner_fields(rollout.batch)
     temperature, chunk = float(self.config.sampling.temperature), self.config.optim.logits_chunk
     started = time.perf_counter()
+    if self.vision_reuse is None:
+      policy_reuse, reference_reuse, why = learner_batch.vision_reuse(self.model, state.params, state.frozen,
+                                                                      self.updater.mesh, self.reference)
+      self.vision_reuse = (policy_reuse, reference_reuse)
+      _log.info("GRPO vision inputs: %s", why)
+    # Each distinct image / video of the step through the frozen tower once, for every pass below.
+    cache = learner_batch.encode_step_vision(self.model, state.params, batch, self.updater.mesh, self.updater.rules) \
+        if self.vision_reuse[0] else None
     if self.config.rl.num_iterations > 1 or self.config.rl.mini_batches > 1:
       # Ratios against the policy that sampled, recomputed by the learner.
-      batch["old_logprobs"] = self.updater.completion_logprobs(state.params, batch)
+      batch["old_logprobs"] = self.updater.completion_logprobs(state.params, batch, cache)
     if self.reference is not None:
-      batch["ref_logprobs"] = self.reference.completion_logprobs(batch, **self.updater.logprob_options())
+      batch["ref_logprobs"] = self.reference.completion_logprobs(
+          batch, vision_cache=cache if self.vision_reuse[1] else None, **self.updater.logprob_options())
     grad_fn = lambda p, b, frozen: learner.grpo_grads(self.model, self.loss_config, temperature, p, b, chunk, frozen)
     tx = self.updater.tx
     train_step = lambda state, b: learner.grpo_train_step(self.model, self.loss_config, temperature, tx, state, b,
@@ -529,7 +541,7 @@ class _GrpoStep:
     for _ in range(self.config.rl.num_iterations):
       for m in range(mini):
         part = rows.take_rows(batch, np.arange(m * n // mini, (m + 1) * n // mini))
-        state, step_metrics, was_skipped = self.updater.update(state, part, grad_fn, train_step)
+        state, step_metrics, was_skipped = self.updater.update(state, part, grad_fn, train_step, cache)
         skipped = skipped + was_skipped.astype(jnp.int32)
         for k, v in step_metrics.items():
           metrics[k] = metrics.get(k, 0.0) + v / updates

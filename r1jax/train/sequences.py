@@ -24,6 +24,12 @@ def _split(values, counts):
   return np.split(np.asarray(values), np.cumsum(counts)[:-1])
 
 
+def _runs(starts, lengths) -> np.ndarray:
+  """int32 [sum(lengths)]: start, start + 1, ... for each (start, length) pair, concatenated."""
+  return np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lengths)] or [np.zeros(0, np.int64)]
+                        ).astype(np.int32)
+
+
 class SequenceBuilder:
 
   def __init__(self, model):
@@ -195,7 +201,7 @@ class SequenceBuilder:
         out["second_per_grid_ts"] = np.concatenate(seconds).astype(np.float32)
     return out
 
-  def shared_vision(self, batch: dict[str, Any]) -> dict[str, Any]:
+  def shared_vision(self, batch: dict[str, Any], cached: dict[str, dict[int, int]] | None = None) -> dict[str, Any]:
     """Packs every distinct vision item once: a prompt's video once for its G rows.
 
     Items with equal `image_item_ids` / `video_item_ids` (`trajectory_batch`) carry identical
@@ -203,31 +209,37 @@ class SequenceBuilder:
     result keeps the first copy of each item only and adds `image_embed_index` /
     `video_embed_index`, int32 [sum of the rows' vision tokens]: where each row's merged vision
     tokens are in the features of the kept pixel values (see `learner.hidden_states`).
+
+    With `cached` ({kind: {item id: its first merged token in a step's `VisionCache`}}, every
+    item of the batch included), the kept items' pixel values and grids are replaced by
+    `image_hidden_index` / `video_hidden_index`, int32 [kept items' merged tokens]: the rows of
+    the cached pre-merger hidden states that the learner merges into those features.
     """
     if "prompt_id" not in batch:
+      if cached is not None:
+        raise ValueError("cached vision features need the batch's prompt_id (trajectory_batch) to find its items")
       return batch
     item_keys = ("prompt_id", "image_item_ids", "video_item_ids")
     out = {k: v for k, v in batch.items() if k not in item_keys}
     if not self.config.is_multimodal:
       return out
-    prompt_id = np.asarray(batch["prompt_id"])
     merge = self.config.vision.spatial_merge_size ** 2
     for kind, (counts_key, grid_key, (pixels_key,), per_item_keys) in rows.PACKED.items():
       if batch.get(pixels_key) is None or counts_key not in batch:
         continue
-      counts = np.asarray(batch[counts_key])
       grid = np.asarray(batch[grid_key]).reshape(-1, 3)
-      ids = batch.get(f"{kind}_item_ids")
-      if ids is None:  # the k-th item of every row of a prompt is the same item
-        ids = np.concatenate([prompt_id[r] * (1 << 20) + np.arange(c) for r, c in enumerate(counts)] or [[]])
-      ids = np.asarray(ids, np.int64)
-      _, first = np.unique(ids, return_index=True)
-      kept = np.sort(first)
+      ids, kept = self._unique_items(batch, kind)
       tokens = grid.prod(axis=1) // merge
       feature_start = dict(zip(ids[kept].tolist(), np.concatenate([[0], np.cumsum(tokens[kept])[:-1]]).tolist()))
-      out[f"{kind}_embed_index"] = np.concatenate(
-          [np.arange(feature_start[int(i)], feature_start[int(i)] + t) for i, t in zip(ids, tokens)]
-          or [np.zeros(0, np.int64)]).astype(np.int32)
+      out[f"{kind}_embed_index"] = _runs([feature_start[int(i)] for i in ids], tokens)
+      if cached is not None:
+        missing = [int(i) for i in ids[kept] if int(i) not in cached.get(kind, {})]
+        if missing:
+          raise ValueError(f"{kind} items {missing[:5]} of the learner batch are not in the step's vision cache")
+        out[f"{kind}_hidden_index"] = _runs([cached[kind][int(i)] for i in ids[kept]], tokens[kept])
+        for key in (pixels_key, grid_key) + tuple(per_item_keys):
+          out.pop(key, None)
+        continue
       patches = grid.prod(axis=1)
       first_patch = np.concatenate([[0], np.cumsum(patches)])
       out[pixels_key] = np.concatenate([np.asarray(batch[pixels_key])[first_patch[i]:first_patch[i + 1]]
@@ -236,8 +248,34 @@ class SequenceBuilder:
       for key in per_item_keys:
         if key in batch and key not in item_keys:
           out[key] = np.asarray(batch[key])[kept]
-      out[counts_key] = counts
     return out
+
+  def unique_vision(self, batch: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{kind: (item ids int64 [unique items], pixel values [their patches, patch_dim], grid_thw
+    [unique items, 3])}: each distinct item of `batch` (a `trajectory_batch`) once, in order of
+    first appearance, as `shared_vision` keeps them. Kinds without items are left out."""
+    out = {}
+    for kind, (counts_key, grid_key, (pixels_key,), _) in rows.PACKED.items():
+      if batch.get(pixels_key) is None or counts_key not in batch or not len(batch[grid_key]):
+        continue
+      ids, kept = self._unique_items(batch, kind)
+      grid = np.asarray(batch[grid_key]).reshape(-1, 3)
+      first_patch = np.concatenate([[0], np.cumsum(grid.prod(axis=1))])
+      pixels = np.concatenate([np.asarray(batch[pixels_key])[first_patch[i]:first_patch[i + 1]] for i in kept])
+      out[kind] = (ids[kept], pixels, grid[kept])
+    return out
+
+  @staticmethod
+  def _unique_items(batch: dict[str, Any], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int64 [items] of the batch's packed `kind` items, indices of each id's first item, ascending)."""
+    counts_key = rows.PACKED[kind][0]
+    ids = batch.get(f"{kind}_item_ids")
+    if ids is None:  # the k-th item of every row of a prompt is the same item
+      prompt_id = np.asarray(batch["prompt_id"])
+      ids = np.concatenate([prompt_id[r] * (1 << 20) + np.arange(c) for r, c in enumerate(batch[counts_key])] or [[]])
+    ids = np.asarray(ids, np.int64)
+    _, first = np.unique(ids, return_index=True)
+    return ids, np.sort(first)
 
   def with_positions(self, batch: dict[str, Any]) -> dict[str, Any]:
     """Adds `positions` to an SFT batch: 0..n-1 over real tokens, or M-RoPE ids for Qwen2.5-VL."""
@@ -258,7 +296,8 @@ class SequenceBuilder:
     `vision.ladder_bucket` of the rows' vision tokens: the learner places the first n features
     of the index at the n pad tokens of its rows, so the padding is never read, and images of
     new sizes or counts reuse the compiled learner. `second_per_grid_ts` goes (positions are
-    precomputed).
+    precomputed). Cached features' `*_hidden_index` are padded with index 0 to a ladder bucket
+    likewise (their merged padding rows are never placed).
 
     With a `mesh` spanning processes, each holding its own rows, every process's packed vision
     inputs are first gathered in global row order (`global_vision`): the learner declares them
@@ -266,8 +305,16 @@ class SequenceBuilder:
     """
     out = dict(batch)
     if sharding.spans_processes(mesh):
+      if any(f"{kind}_hidden_index" in out for kind in rows.PACKED):
+        raise ValueError("cached vision features (`*_hidden_index`) are single-process only: the step's "
+                         "VisionCache holds this process's items")
       out.update(self.global_vision(out, mesh, rules))
     for kind, (_, grid_key, (pixels_key,), _) in rows.PACKED.items():
+      hidden_index = out.get(f"{kind}_hidden_index")
+      if hidden_index is not None:  # cached pre-merger features (`shared_vision(cached=...)`) instead of pixels
+        for key in (f"{kind}_embed_index", f"{kind}_hidden_index"):
+          out[key] = np.pad(np.asarray(out[key], np.int32), (0, ladder_bucket(len(out[key])) - len(out[key])))
+        continue
       grid = out.get(grid_key)
       if grid is None or not len(grid):
         out.pop(grid_key, None)
