@@ -30,6 +30,14 @@ def _runs(starts, lengths) -> np.ndarray:
                         ).astype(np.int32)
 
 
+def _item_pixels(pixels, grid: np.ndarray, items) -> np.ndarray:
+  """The packed pixel values [their patches, patch_dim] of `items` (indices into `grid`'s rows, the
+  packed items' [items, 3] patch grids), in that order; none gives [0, patch_dim]."""
+  pixels = np.asarray(pixels)
+  first_patch = np.concatenate([[0], np.cumsum(grid.prod(axis=1))])
+  return np.concatenate([pixels[first_patch[i]:first_patch[i + 1]] for i in items] or [pixels[:0]])
+
+
 class SequenceBuilder:
 
   def __init__(self, model):
@@ -236,14 +244,12 @@ class SequenceBuilder:
         missing = [int(i) for i in ids[kept] if int(i) not in cached.get(kind, {})]
         if missing:
           raise ValueError(f"{kind} items {missing[:5]} of the learner batch are not in the step's vision cache")
-        out[f"{kind}_hidden_index"] = _runs([cached[kind][int(i)] for i in ids[kept]], tokens[kept])
+        if len(kept):
+          out[f"{kind}_hidden_index"] = _runs([cached[kind][int(i)] for i in ids[kept]], tokens[kept])
         for key in (pixels_key, grid_key) + tuple(per_item_keys):
           out.pop(key, None)
         continue
-      patches = grid.prod(axis=1)
-      first_patch = np.concatenate([[0], np.cumsum(patches)])
-      out[pixels_key] = np.concatenate([np.asarray(batch[pixels_key])[first_patch[i]:first_patch[i + 1]]
-                                        for i in kept])
+      out[pixels_key] = _item_pixels(batch[pixels_key], grid, kept)
       out[grid_key] = grid[kept]
       for key in per_item_keys:
         if key in batch and key not in item_keys:
@@ -260,9 +266,7 @@ class SequenceBuilder:
         continue
       ids, kept = self._unique_items(batch, kind)
       grid = np.asarray(batch[grid_key]).reshape(-1, 3)
-      first_patch = np.concatenate([[0], np.cumsum(grid.prod(axis=1))])
-      pixels = np.concatenate([np.asarray(batch[pixels_key])[first_patch[i]:first_patch[i + 1]] for i in kept])
-      out[kind] = (ids[kept], pixels, grid[kept])
+      out[kind] = (ids[kept], _item_pixels(batch[pixels_key], grid, kept), grid[kept])
     return out
 
   @staticmethod
