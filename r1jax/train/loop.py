@@ -220,6 +220,8 @@ def run_stage(name: str, config, stage_dir: str, hooks: DataHooks) -> dict[str, 
     updater = _Updater(config, model, mesh, rules, tx)
     step_fn = _GrpoStep(config, model, tokenizer, reference, updater, hooks, frozen_models) \
         if config.stage == "grpo" else _SftStep(model, updater)
+    if config.stage == "grpo":
+      step_fn.vision_plan(state)  # logs whether the learner's passes reuse a step's vision features, and why
     stop = interrupts.GracefulStop()
     stop.install()
     # A step's metrics stay on device until the next step has been dispatched (or until this step
@@ -471,7 +473,7 @@ class _GrpoStep:
     self.judge_context = judge_context(config.reward.name, config.reward, provided=frozen_models)
     self.last_samples: list[dict[str, Any]] = []
     self.reference = reference  # the KL reference (frozen); None when rl.beta == 0
-    self.vision_reuse = None  # (policy, reference) passes take a step's VisionCache: decided at the first step
+    self.vision_reuse = None  # (policy, reference) passes take a step's VisionCache (`vision_plan`)
     s = config.sampling
     self.sampler = Sampler(model, pad_id=self.builder.pad_id, decode_phases=s.decode_phases, mesh=updater.mesh,
                            rules=updater.rules)
@@ -500,6 +502,27 @@ class _GrpoStep:
 
     return sample
 
+  def vision_plan(self, state) -> tuple[bool, bool]:
+    """(policy passes, reference passes) take a step's `learner_batch.VisionCache`
+    (`learner_batch.vision_reuse`): decided once (`run_stage` asks at the stage's start) and logged
+    with the reason.
+    A step with a single learner pass, whose pass would encode the pixels anyway, takes none."""
+    if self.vision_reuse is None:
+      policy_reuse, reference_reuse, why = learner_batch.vision_reuse(self.model, state.params, state.frozen,
+                                                                      self.updater.mesh, self.reference)
+      if policy_reuse and not reference_reuse and self._learner_passes() == 1:
+        policy_reuse, why = False, ("one learner pass per step (no old or reference log-probs, one micro-batch) "
+                                    "encodes the pixels itself: nothing to reuse")
+      self.vision_reuse = (policy_reuse, reference_reuse)
+      _log.info("GRPO vision inputs: %s", why)
+    return self.vision_reuse
+
+  def _learner_passes(self) -> int:
+    """Learner device calls of the policy per step: old log-probs (when computed) and the updates."""
+    r, pieces = self.config.rl, self.config.rl.mini_batches * self.config.optim.micro_batches
+    old = pieces if r.num_iterations > 1 or r.mini_batches > 1 else 0
+    return old + r.num_iterations * pieces
+
   def _decode(self, completion_ids: np.ndarray) -> list[str]:
     return self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
 
@@ -512,14 +535,9 @@ class _GrpoStep:
     batch = _learner_fields(rollout.batch)
     temperature, chunk = float(self.config.sampling.temperature), self.config.optim.logits_chunk
     started = time.perf_counter()
-    if self.vision_reuse is None:
-      policy_reuse, reference_reuse, why = learner_batch.vision_reuse(self.model, state.params, state.frozen,
-                                                                      self.updater.mesh, self.reference)
-      self.vision_reuse = (policy_reuse, reference_reuse)
-      _log.info("GRPO vision inputs: %s", why)
     # Each distinct image / video of the step through the frozen tower once, for every pass below.
     cache = learner_batch.encode_step_vision(self.model, state.params, batch, self.updater.mesh, self.updater.rules) \
-        if self.vision_reuse[0] else None
+        if self.vision_plan(state)[0] else None
     if self.config.rl.num_iterations > 1 or self.config.rl.mini_batches > 1:
       # Ratios against the policy that sampled, recomputed by the learner.
       batch["old_logprobs"] = self.updater.completion_logprobs(state.params, batch, cache)

@@ -52,25 +52,36 @@ def _prompt_batches():
     yield dict(batch)
 
 
-def _grpo_step(mesh, rules, force_pixels: bool):
-  """One GRPO step of the loop (`loop._GrpoStep`): 2 prompts x G=8, two passes (old log-probs),
-  a KL reference (the initial policy), 2 micro-batches, SGD with lr 1 (the update is the gradient).
-  Returns (the step's trainable params, its metrics, {pass: log-probs}, tower executions)."""
+def _make_step(mesh, rules, beta=0.1, num_iterations=2, micro_batches=2):
+  """(the loop's GRPO step `loop._GrpoStep`, its initial state): 2 prompts x G=8, `num_iterations`
+  passes (2: old log-probs), a KL reference (the initial policy) when beta > 0, `micro_batches`,
+  SGD with lr 1 (the update is the gradient), the tower frozen up to the merger."""
   model, params = _model()
   config = config_lib.default_config()
   config.sampling.num_samples, config.sampling.max_new_tokens = 8, 4
   config.data.batch_size = 2
-  config.rl.update(beta=0.1, num_iterations=2)
-  config.optim.micro_batches = 2
+  config.rl.update(beta=beta, num_iterations=num_iterations)
+  config.optim.micro_batches = micro_batches
   config.reward.name = "target_letter_rate"
   tx = optax.sgd(1.0)
   params = sharding.shard_params(params, mesh, rules, model)
   state = loop.init_state(params, tx, 0, mesh, optim.frozen_paths(params, BLOCKS))
-  reference = frozen_lib.from_policy("reference", model, state.params, None, mesh=mesh, rules=rules)
+  reference = frozen_lib.from_policy("reference", model, state.params, None, mesh=mesh, rules=rules) \
+      if beta else None
   step = loop._GrpoStep(config, model, _Letters(), reference, loop._Updater(config, model, mesh, rules, tx),  # pylint: disable=protected-access
                         loop.DataHooks())
+  return step, state
+
+
+def _grpo_step(mesh, rules, force_pixels: bool):
+  """One step of `_make_step`'s; returns (its trainable params, its metrics, {pass: log-probs},
+  tower executions)."""
+  step, state = _make_step(mesh, rules)
+  reference = step.reference
   if force_pixels:
     step.vision_reuse = (False, False)
+  else:
+    assert step.vision_plan(state) == (True, True)
   towers, logprobs = collections.Counter(), collections.defaultdict(list)
   patch = pytest.MonkeyPatch()
 
@@ -127,6 +138,16 @@ def test_a_grpo_step_encodes_each_prompts_image_once_with_the_numbers_of_encodin
   assert any("visual/merger" in n for n in names(reused))  # the trained merger ran in the learner
   for a, b in zip(jax.tree_util.tree_leaves(reused), jax.tree_util.tree_leaves(pixels)):
     assert np.abs(a - b).max() <= 1e-5 * max(1.0, np.abs(b).max())
+
+
+def test_a_step_with_one_learner_pass_keeps_encoding_its_pixels():
+  """Nothing to reuse: no old or reference log-probs, one micro-batch (the cache would add a call)."""
+  mesh, rules = sharding.make_mesh(sharding.default_mesh_config()), sharding.logical_rules()
+  with sharding.use_mesh(mesh, rules):
+    for (beta, iterations, micro), plan in (((0.0, 1, 1), (False, False)), ((0.0, 1, 2), (True, False)),
+                                            ((0.0, 2, 1), (True, False)), ((0.1, 1, 1), (True, True))):
+      step, state = _make_step(mesh, rules, beta, iterations, micro)
+      assert step.vision_plan(state) == plan, (beta, iterations, micro)
 
 
 def test_the_reuse_needs_a_frozen_tower_and_a_reference_with_its_weights():
