@@ -117,8 +117,10 @@ def test_restored_state_yields_the_following_batches(data_dir, tokenizer):
   restored = _iterator(data_dir, tokenizer, prefetch_batches=2, read_threads=2)
   restored.set_state(state)
   following = _take(restored, 5)
+  # The skip counts first: a record skipped on one side only (one failure under a loaded full-suite run,
+  # session 9, not reproduced in 40 trials alone) shows as a count here rather than as shifted ids.
+  assert [b["data_stats"] for b in following] == [b["data_stats"] for b in expected], state
   assert [_key(b) for b in following] == [_key(b) for b in expected]
-  assert [b["data_stats"] for b in following] == [b["data_stats"] for b in expected]
 
 
 def test_two_hosts_get_disjoint_shards_covering_the_data(data_dir, tokenizer):
