@@ -19,10 +19,13 @@
 * 'three_d_r1' (three_d_r1.py, three_d_r1_dataset.py): ScanQA / ScanRefer / Scene-30K records over
   point-cloud scenes, rendered into views chosen by 3D-R1's view selector; three_d_r1_synthetic.py
   writes synthetic rooms of coloured boxes in those layouts.
+* 'longvila_r1' (longvila_r1.py, longvila_r1_dataset.py): LongVideo-Reason records (one long video,
+  a multiple-choice problem, `<answer>X</answer>`) sampled as `nframes` uniform frames.
 """
 from data_pipelines.tasks import embodied_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import infigui_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import letters, love_r1_dataset, satori_r1_dataset, tvr_dataset  # noqa: F401  (registers)
+from data_pipelines.tasks import longvila_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import omni_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import three_d_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import xiangqi_r1_dataset  # noqa: F401  (registers)
