@@ -1,11 +1,12 @@
-"""LongVILA-R1's LongVideo-Reason records → GRPO prompts over `nframes` uniform frames.
+"""LongVILA-R1's LongVideo-Reason records → GRPO prompts (or CoT-SFT examples) over `nframes` uniform frames.
 
 Source: "Scaling RL to Long Videos" (LongVILA-R1, 2025) and its LongVideo-Reason data. A record
 (one element of a JSON list, or one JSONL line):
     {"videos": ["longvila_videos/x.mp4"],   # one video; relative paths resolve against video_dir
      "problem": "Why does ...?\\nA. ...\\nB. ...\\nC. ...\\nD. ...",  # options inside the text
      "answer": "<answer>B</answer>",
-     "id": "..."}                            # optional; other keys (e.g. 'reasoning') are ignored
+     "reasoning": "...",                     # the CoT; read in mode 'sft' only
+     "id": "..."}                            # optional; other keys are ignored
   `videos` may also be a bare path string (the hub copy of the data stores it that way).
 
 Prompt (one user turn, the video first):
@@ -14,6 +15,11 @@ The whole video is sampled uniformly: `nframes` frames, first and last frame inc
 resized to the run's fixed budget of `frame_pixels` pixels (smart_resize with min = max =
 frame_pixels: sides multiples of 28, so a frame's token count does not depend on the video's
 resolution, only on its aspect ratio). LongVILA-R1 fixes the frame count per run the same way.
+
+Mode 'sft' (CoT-SFT) keeps the prompt and learns the response
+    "<think>" + reasoning + "</think><answer>" + answer + "</answer>"
+the think-then-answer form r1jax.rewards.longvila scores; a record without `reasoning` is skipped
+(MISSING_FIELD). Mode 'rl' leaves the response unset.
 
 Example (records.Example) fields:
   messages: the prompt above; videos: [VideoRef(path, sampling=the run's uniform sampling)];
@@ -34,6 +40,7 @@ from data_pipelines.sources import RawRecord
 FORMAT_INSTRUCTION = ("Output the thinking process in <think> </think> and final answer in "
                       "<answer> </answer> tags.")
 
+MODES = ("rl", "sft")
 _ANSWER = re.compile(r"\s*(?:<answer>)?\s*(.*?)\s*(?:</answer>)?\s*", re.DOTALL)
 
 
@@ -86,12 +93,18 @@ def _video_path(fields: dict[str, Any], video_dir: str, where: str) -> str:
   return path
 
 
-def to_example(raw: RawRecord, *, video_dir: str = "",
+def sft_response(reasoning: str, answer: str) -> str:
+  """The CoT-SFT target: the reasoning in <think>, the answer in <answer>."""
+  return f"<think>{reasoning.strip()}</think><answer>{answer}</answer>"
+
+
+def to_example(raw: RawRecord, *, mode: str = "rl", video_dir: str = "",
                frames: video.VideoSampling | None = None) -> Example:
   """One LongVideo-Reason record → an Example (see the module docstring).
 
   Args:
     raw: the record; `video_dir` ('' : the data file's folder) resolves relative video paths.
+    mode: 'rl' (prompt only) or 'sft' (prompt and the `sft_response` target).
     frames: the run's sampling (`sampling(nframes, frame_pixels)`); None: the dataset's video
       config decides.
 
@@ -105,10 +118,16 @@ def to_example(raw: RawRecord, *, video_dir: str = "",
   if not isinstance(problem, str) or not problem.strip():
     raise errors.field_error(errors.MISSING_FIELD, where, "problem", "missing or not text")
   answer = _answer(fields, where)
+  response = None
+  if mode == "sft":
+    reasoning = fields.get("reasoning")
+    if not isinstance(reasoning, str) or not reasoning.strip():
+      raise errors.field_error(errors.MISSING_FIELD, where, "reasoning", "missing or not text (the CoT to learn)")
+    response = sft_response(reasoning, answer)
   path = _video_path(fields, video_dir or raw.base_dir, where)
   messages = [{"role": "user", "content": [{"type": "video"},
                                            {"type": "text", "text": prompt_text(problem)}]}]
   return Example(id=str(fields.get("id", where)), where=where, messages=messages,
                  videos=[VideoRef(path, sampling=frames)],
                  ground_truth={"answer": answer, "solution": fields["answer"]}, data_type="video",
-                 context={"video": path})
+                 response=response, context={"video": path})

@@ -2,7 +2,7 @@
 
 The fixture is written in the published layout: a JSONL file of records with `videos` (one path
 relative to the video folder), `problem` (options in the text), `answer` (`<answer>X</answer>`)
-and `id`, next to a `longvila_videos/` folder of counter videos (frame i shows the number i,
+and `id` (and `reasoning`, the CoT, on the first), next to a `longvila_videos/` folder of counter videos (frame i shows the number i,
 tests/data_pipelines/media.py) written with PyAV; corrupt.mp4 is not a video.
 """
 import json
@@ -35,12 +35,14 @@ def records(tmp_path_factory):
   media.write_counter_video(str(videos / "game.mp4"), NUM_FRAMES, FPS, height=56, width=112)
   (videos / "corrupt.mp4").write_bytes(b"not a video at all" * 8)
   good = {"videos": ["longvila_videos/game.mp4"], "problem": PROBLEM,
-          "answer": "<answer>B</answer>", "id": "lvr-0"}
+          "answer": "<answer>B</answer>", "id": "lvr-0",
+          "reasoning": "The second goal comes at the end; then the player waves."}
   rows = [good,
           dict(good, videos=["longvila_videos/missing.mp4"], id="lvr-1"),
           dict(good, videos=["longvila_videos/corrupt.mp4"], id="lvr-2"),
           {key: value for key, value in good.items() if key != "answer"},
-          dict(good, videos="longvila_videos/game.mp4", answer="<answer>D</answer>", id="lvr-4")]
+          {key: value for key, value in dict(good, videos="longvila_videos/game.mp4", answer="<answer>D</answer>",
+                                             id="lvr-4").items() if key != "reasoning"}]
   path = root / "records.jsonl"
   path.write_text("".join(json.dumps(row) + "\n" for row in rows))
   return str(path), str(root)
@@ -119,8 +121,23 @@ def test_bad_records_are_skipped_counted_and_named_by_the_pipeline(records, toke
   assert [b["ground_truth"][0]["answer"] for b in batches] == ["B", "D"]
 
 
+def test_sft_mode_learns_the_cot_then_the_answer(records):
+  path, root = records
+  _, spec = _build(path, video_dir=root, mode="sft")
+  example = spec.to_example(spec.source[0])
+  assert example.response == ("<think>The second goal comes at the end; then the player waves.</think>"
+                              "<answer>B</answer>")
+  assert example.messages == _build(path, video_dir=root)[1].to_example(spec.source[0]).messages
+  assert reward.longvila_reward(example.response, example.ground_truth).total == 1.0
+  with pytest.raises(errors.BadExampleError, match="field 'reasoning'") as info:
+    spec.to_example(spec.source[4])
+  assert info.value.reason == errors.MISSING_FIELD and info.value.where == f"{path}:line 5"
+
+
 def test_options_are_validated(records):
   path, root = records
+  with pytest.raises(ValueError, match="config.data.mode"):
+    _build(path, mode="dpo")
   with pytest.raises(ValueError, match="config.data.nframes"):
     _build(path, nframes=0)
   with pytest.raises(ValueError, match="config.data.frame_pixels"):
