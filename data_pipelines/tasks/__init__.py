@@ -20,7 +20,8 @@
   point-cloud scenes, rendered into views chosen by 3D-R1's view selector; three_d_r1_synthetic.py
   writes synthetic rooms of coloured boxes in those layouts.
 * 'longvila_r1' (longvila_r1.py, longvila_r1_dataset.py): LongVideo-Reason records (one long video,
-  a multiple-choice problem, `<answer>X</answer>`) sampled as `nframes` uniform frames.
+  a multiple-choice problem, `<answer>X</answer>`) sampled as `nframes` uniform frames;
+  longvila_r1_synthetic.py writes a two-flashes-far-apart task in that layout.
 """
 from data_pipelines.tasks import embodied_r1_dataset  # noqa: F401  (registers)
 from data_pipelines.tasks import infigui_r1_dataset  # noqa: F401  (registers)

@@ -3,7 +3,8 @@
 The fixture is written in the published layout: a JSONL file of records with `videos` (one path
 relative to the video folder), `problem` (options in the text), `answer` (`<answer>X</answer>`)
 and `id` (and `reasoning`, the CoT, on the first), next to a `longvila_videos/` folder of counter videos (frame i shows the number i,
-tests/data_pipelines/media.py) written with PyAV; corrupt.mp4 is not a video.
+tests/data_pipelines/media.py) written with PyAV; corrupt.mp4 is not a video. The synthetic task
+(longvila_r1_synthetic.py) is written in the same layout and read back by the same reader.
 """
 import json
 import logging
@@ -14,7 +15,7 @@ import pytest
 
 import data_pipelines
 from data_pipelines import errors, registry
-from data_pipelines.tasks import longvila_r1
+from data_pipelines.tasks import longvila_r1_synthetic as synthetic
 from data_pipelines.transforms import load_media
 from r1jax import processing
 from r1jax.rewards import longvila as reward
@@ -144,3 +145,30 @@ def test_options_are_validated(records):
     _build(path, frame_pixels=100)
   with pytest.raises(ValueError, match="config.data.path"):
     _build("")
+
+
+def test_synthetic_flashes_are_read_back_and_need_both_ends(tmp_path):
+  task = synthetic.FlashTask(num_slots=8, slot_s=2, fps=2, frame_size=56)
+  path = synthetic.write_split(str(tmp_path), "train", 3, task=task, seed=1, test_size=5)
+  assert os.path.getsize(path) and synthetic.write_split(str(tmp_path), "train", 3, task=task, seed=1,
+                                                         test_size=5) == path
+  held_out = set(synthetic.split_items("test", 5, task=task))
+  items = synthetic.split_items("train", 3, task=task, seed=1, test_size=5)
+  assert not held_out & set(items)
+  cfg, spec = _build(path, nframes=2 * task.num_slots, frame_pixels=56 * 56)
+  colours = {name: np.array(rgb) for name, rgb in synthetic.COLORS.items()}
+  for index, item in enumerate(items):
+    example = spec.to_example(spec.source[index])
+    _, (clip,) = load_media(example, cfg, cfg.image_bounds(_VISION))
+    assert clip.frames.shape == (2 * task.num_slots, 56, 56, 3)
+    seen = [name for frame in clip.frames for name, rgb in colours.items()
+            if np.abs(frame[28, 28].astype(int) - rgb).max() < 8]
+    first, last = item.colors
+    assert seen[0] == first and seen[-1] == last and set(seen) == {first, last}
+    assert item.first_slot < task.num_slots // 4 <= 3 * task.num_slots // 4 <= item.last_slot
+    letter = "ABCD"[item.options.index((first, last))]
+    assert example.ground_truth["answer"] == letter and f"\n{letter}. {first}, then {last}" in example.messages[0][
+        "content"][1]["text"]
+    # One flash alone leaves two options: the answer needs both ends of the video.
+    assert sum(pair[0] == first for pair in item.options) == 2 == sum(pair[1] == last for pair in item.options)
+    assert len(set(item.options)) == 4
