@@ -30,6 +30,7 @@ from typing import Any
 import av
 import numpy as np
 
+from data_pipelines.tasks import longvila_r1
 from data_pipelines.tasks.synthetic import items_apart_from, written_with
 
 COLORS = {"red": (230, 40, 40), "green": (40, 190, 60), "blue": (40, 90, 240), "yellow": (240, 220, 40)}
@@ -154,3 +155,13 @@ def write_split(path: str, split: str, num_items: int, *, task: FlashTask = Flas
   with open(params_path, "w", encoding="utf-8") as f:
     json.dump(params, f)
   return records_path
+
+
+def text_corpus(num_items: int = 64, seed: int = 0) -> list[str]:
+  """The task's texts (prompts, CoT targets) to build a tiny model's tokenizer from."""
+  texts = []
+  for item in split_items("train", num_items, seed=seed, test_size=0):
+    rec = record(item, "", "")
+    texts += [longvila_r1.prompt_text(rec["problem"]),
+              longvila_r1.sft_response(rec["reasoning"], LETTERS[item.answer])]
+  return texts

@@ -172,3 +172,9 @@ def test_synthetic_flashes_are_read_back_and_need_both_ends(tmp_path):
     # One flash alone leaves two options: the answer needs both ends of the video.
     assert sum(pair[0] == first for pair in item.options) == 2 == sum(pair[1] == last for pair in item.options)
     assert len(set(item.options)) == 4
+
+
+def test_synthetic_text_corpus_holds_prompts_and_targets():
+  texts = synthetic.text_corpus(num_items=4)
+  assert len(texts) == 8 and all(t.startswith(synthetic.PROBLEM) for t in texts[::2])
+  assert all(t.startswith("<think>Near the start") and t.endswith("</answer>") for t in texts[1::2])
