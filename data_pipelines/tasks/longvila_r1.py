@@ -7,7 +7,7 @@ Source: "Scaling RL to Long Videos" (LongVILA-R1, 2025) and its LongVideo-Reason
      "answer": "<answer>B</answer>",
      "reasoning": "...",                     # the CoT; read in mode 'sft' only
      "id": "..."}                            # optional; other keys are ignored
-  `videos` may also be a bare path string (the hub copy of the data stores it that way).
+  `videos` may also be a bare path string (accepted as one video).
 
 Prompt (one user turn, the video first):
     [{'type': 'video'}, {'type': 'text', 'text': problem + "\\n" + FORMAT_INSTRUCTION}]

@@ -28,7 +28,7 @@ NFRAMES = 64
 FRAME_PIXELS = 448 * 448
 MAX_TEXT_TOKENS = 2048  # the released max prompt length, text only: the video's tokens are added
 MAX_RESPONSE_TOKENS = 2048
-SEQUENCE_PARALLEL = 4  # Long-RL's sequence-parallel (Ulysses) width for long videos
+SEQUENCE_PARALLEL = 4  # devices the sequence axis spans for a long video (r1jax's choice; Long-RL sets its own per run)
 _PATCH, _MERGE, _TEMPORAL = 14, 2, 2  # Qwen2.5-VL's vision patching
 
 
